@@ -1,0 +1,1 @@
+"""Bolt Card tracker: database, JSON API and the operator web view."""
