@@ -6,8 +6,9 @@ take and return ``bytes`` and hold no state beyond what is passed in, so NXP's w
 (AN12196) replay byte for byte.
 
 Formulas: NIST SP 800-38B (AES-CMAC), ISO/IEC 9797-1 padding method 2 (AN12196 §5.4),
-MACt truncation (NT4H2421Gx datasheet §9.1.9: the "even-numbered bytes" counted from the
-least significant end, i.e. indices 1, 3, …, 15 of the big-endian string).
+MACt truncation (NT4H2421Gx datasheet §9.1.3, MAC calculation: the "even-numbered bytes"
+counted from the least significant end, i.e. indices 1, 3, …, 15 of the big-endian string;
+AN12196 §5.3 Table 8 shows it worked through).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def cmac(key: bytes, message: bytes) -> bytes:
 
 
 def truncate_mac(full_mac: bytes) -> bytes:
-    """NXP's MACt: bytes 1, 3, 5, …, 15 of the 16-byte CMAC (datasheet §9.1.9)."""
+    """NXP's MACt: bytes 1, 3, 5, …, 15 of the 16-byte CMAC (datasheet §9.1.3)."""
     if len(full_mac) != BLOCK:
         raise ValueError("MACt truncates a 16-byte CMAC")
     return full_mac[1::2]

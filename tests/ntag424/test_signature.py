@@ -1,0 +1,80 @@
+"""Originality signature (AN12196 §8.2 Table 30): ECDSA secp224r1 over the raw UID."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from station.ntag424.errors import UsageError
+from station.ntag424.signature import (
+    NXP_NTAG424_PUBLIC_KEY,
+    load_public_key,
+    sign_originality,
+    verify_originality,
+)
+
+VECTORS: list[dict[str, Any]] = json.loads(
+    (Path(__file__).parents[1] / "vectors" / "ntag424-public-vectors.json").read_text()
+)
+T30 = next(v for v in VECTORS if v["id"] == "an12196-t30-originality-signature")["inputs"]
+UID = bytes.fromhex(T30["uid"])
+SIG = bytes.fromhex(T30["signature_r_s"])
+
+
+def test_nxp_key_is_the_published_one() -> None:
+    assert bytes.fromhex(T30["public_key_sec1"]) == NXP_NTAG424_PUBLIC_KEY
+
+
+def test_nxp_example_verifies_with_nxp_key() -> None:
+    assert verify_originality(UID, SIG)
+
+
+@pytest.mark.parametrize("index", [0, 27, 28, 55])
+def test_any_flipped_signature_bit_fails(index: int) -> None:
+    bad = bytearray(SIG)
+    bad[index] ^= 0x01
+    assert not verify_originality(UID, bytes(bad))
+
+
+def test_other_uid_fails() -> None:
+    assert not verify_originality(bytes.fromhex("04518DFAA96181"), SIG)
+
+
+def test_hashing_the_uid_is_not_what_nxp_does() -> None:
+    """A signature over SHA-224(UID) must not pass: the UID is used raw."""
+    key = ec.generate_private_key(ec.SECP224R1())
+    der = key.sign(UID, ec.ECDSA(hashes.SHA224()))
+    r, s = decode_dss_signature(der)
+    hashed_sig = r.to_bytes(28, "big") + s.to_bytes(28, "big")
+    assert not verify_originality(UID, hashed_sig, key.public_key())
+
+
+def test_wrong_lengths_and_zero_scalars_fail() -> None:
+    assert not verify_originality(UID, SIG[:-1])
+    assert not verify_originality(UID, bytes(56))
+
+
+def test_test_key_pair_round_trip() -> None:
+    key = ec.generate_private_key(ec.SECP224R1())
+    uid = bytes.fromhex("04A39493CC8680")
+    sig = sign_originality(key, uid)
+    assert len(sig) == 56
+    assert verify_originality(uid, sig, key.public_key())
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    assert verify_originality(uid, sig, point)
+    assert not verify_originality(uid, sig)  # not NXP's key
+
+
+def test_bad_keys_are_usage_errors() -> None:
+    with pytest.raises(UsageError):
+        load_public_key(b"\x04" + bytes(56))
+    with pytest.raises(UsageError):
+        verify_originality(UID, SIG, ec.generate_private_key(ec.SECP256R1()).public_key())
