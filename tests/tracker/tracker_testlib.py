@@ -1,0 +1,194 @@
+"""Helpers for tracker tests (importable as ``tracker_testlib`` from tests/tracker/*).
+
+The fixtures themselves live in ``conftest.py`` next to this file; this module holds the plain
+functions and types they (and F's page tests) use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import secrets
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from tracker.db import make_sessionmaker
+from tracker.models import Role
+from tracker.services import stations as station_service
+from tracker.services import users as user_service
+
+
+def _root_require() -> Any:
+    """``require`` from tests/conftest.py, however pytest was started (cwd, rootdir)."""
+    root = sys.modules.get("conftest")
+    if root is not None and hasattr(root, "require"):
+        return root.require
+    spec = importlib.util.spec_from_file_location(
+        "_tracker_root_conftest", Path(__file__).resolve().parent.parent / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.require
+
+
+require = _root_require()
+
+PG_HOST = "127.0.0.1"
+PG_PORT = 5432
+PG_USERS = ("postgres", "root")
+_pg_state: dict[str, tuple[str | None, str]] = {}
+
+
+def pg_admin_user() -> tuple[str | None, str]:
+    """A PostgreSQL role that can create databases, or ``(None, why not)``. Cached."""
+    if "admin" in _pg_state:
+        return _pg_state["admin"]
+    import psycopg
+
+    why = "no role tried"
+    found: str | None = None
+    for user in PG_USERS:
+        try:
+            with psycopg.connect(
+                host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", connect_timeout=3
+            ):
+                found = user
+                break
+        except psycopg.Error as exc:
+            why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+    _pg_state["admin"] = (found, "" if found else f"PostgreSQL on {PG_HOST}:{PG_PORT}: {why}")
+    return _pg_state["admin"]
+
+
+def create_postgres_db() -> str:
+    """Create ``tracker_test_<random>`` and return its URL (require()s PostgreSQL)."""
+    import psycopg
+
+    user, why = pg_admin_user()
+    require("postgres", user is not None, why)
+    name = f"tracker_test_{secrets.token_hex(6)}"
+    with psycopg.connect(
+        host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True
+    ) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    return f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
+
+
+def drop_postgres_db(url: str) -> None:
+    import psycopg
+
+    user, _ = pg_admin_user()
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(
+        host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class StationCredentials:
+    name: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def make_station(engine: Engine, name: str) -> StationCredentials:
+    with make_sessionmaker(engine)() as s:
+        _, token = station_service.create_station(s, name=name)
+    return StationCredentials(name=name, token=token)
+
+
+@dataclass(frozen=True)
+class Operator:
+    username: str
+    password: str
+    role: Role
+
+
+def make_user(engine: Engine, username: str, role: Role) -> Operator:
+    password = "pw-" + secrets.token_urlsafe(12)
+    with make_sessionmaker(engine)() as s:
+        user_service.create_user(s, username=username, password=password, role=role)
+    return Operator(username=username, password=password, role=role)
+
+
+def login(client: TestClient, user: Operator) -> str:
+    """Sign ``user`` in through /login (F's form); returns the session's CSRF token."""
+    from tracker.web import auth
+
+    form_token = secrets.token_urlsafe(16)
+    client.cookies.set(auth.LOGIN_CSRF_COOKIE, form_token)
+    answer = client.post(
+        "/login",
+        data={"username": user.username, "password": user.password, auth.CSRF_FIELD: form_token},
+        follow_redirects=False,
+    )
+    if answer.status_code == 404:
+        pytest.skip("operator login (tracker/web/routes/pages.py) is not installed")
+    assert answer.status_code == 303, answer.text
+    cookie = client.cookies.get(auth.SESSION_COOKIE)
+    assert cookie
+    secret = client.app.state.settings.secret_key.encode()  # type: ignore[attr-defined]
+    payload = auth.unsign(secret, cookie)
+    assert payload is not None
+    return str(payload["csrf"])
+
+
+@dataclass
+class OperatorClient:
+    """A TestClient signed in as an operator, with the CSRF header writes need."""
+
+    client: TestClient
+    csrf: str
+
+    @property
+    def write_headers(self) -> dict[str, str]:
+        return {"X-CSRF-Token": self.csrf}
+
+
+def make_tap(
+    uid: str = "04A1B2C3D4E5F6",
+    counter: int = 1,
+    *,
+    outcome: str = "accepted",
+    key: str | None = None,
+    station: str = "till-1",
+    reason: str | None = None,
+    when: datetime | None = None,
+    card_id: str | None = None,
+    issuer_host: str | None = "pay.example.com",
+) -> dict[str, Any]:
+    """A tap body as a station posts it (idempotency keys follow the station convention)."""
+    if key is None:
+        if outcome == "accepted":
+            key = f"{uid.upper()}:{counter}"
+        else:
+            key = f"{station}:{secrets.token_hex(8)}"
+    return {
+        "idempotency_key": key,
+        "card_uid": uid,
+        "card_id": card_id,
+        "counter": counter,
+        "station_time": (when or datetime.now(UTC)).isoformat(),
+        "outcome": outcome,
+        "reason": reason,
+        "issuer_host": issuer_host,
+    }
+
+
+def count_rows(engine: Engine, table: str, where: str = "", **params: Any) -> int:
+    """Independent row count in plain SQL (not through the services under test)."""
+    sql = f"SELECT COUNT(*) FROM {table}" + (f" WHERE {where}" if where else "")
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(sql), params).scalar_one())

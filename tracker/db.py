@@ -1,0 +1,170 @@
+"""Engine factory, sessions and the "is the schema migrated?" check.
+
+SQLite (one shop, one file) runs in WAL mode so the operator pages can read while a station
+writes, with foreign keys on (SQLite leaves them off by default) and a busy timeout so a writer
+waits for the lock instead of failing at once. PostgreSQL (a chain of shops) goes through
+psycopg 3.
+
+Nothing here runs at import time: ``make_engine(settings)`` is called by ``create_app`` or the
+CLI, once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+
+from tracker.settings import TrackerSettings, normalise_database_url
+
+
+class SchemaNotCurrentError(RuntimeError):
+    """The database schema is missing or older than this code; the message says what to run."""
+
+
+def make_engine(settings: TrackerSettings | str, **kwargs: Any) -> Engine:
+    """Create the engine for ``settings.database_url`` (or a URL string)."""
+    if isinstance(settings, str):
+        url = normalise_database_url(settings)
+        busy_ms = 10_000
+        pool_size = 10
+    else:
+        url = settings.database_url
+        busy_ms = settings.sqlite_busy_timeout_ms
+        pool_size = settings.pool_size
+
+    if url.startswith("sqlite"):
+        _ensure_sqlite_dir(url)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
+            **kwargs,
+        )
+        _install_sqlite_pragmas(engine, busy_ms)
+        return engine
+
+    kwargs.setdefault("pool_size", pool_size)
+    kwargs.setdefault("max_overflow", pool_size)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    _, _, rest = url.partition(":///")
+    if rest and not rest.startswith(":memory:"):
+        Path(rest.split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _install_sqlite_pragmas(engine: Engine, busy_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            # WAL + NORMAL is durable against application crashes; only an OS crash may lose
+            # the last transactions. This is SQLite's documented recommendation for WAL.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+
+class _SQLiteWriteLock:
+    """One writer at a time: a thread lock inside the process, ``flock`` across processes.
+
+    SQLite allows one writer; a second writer that finds the database locked sleeps in
+    SQLite's busy handler (1, 2, 5, 10… ms) and retries, which under concurrent requests costs
+    far more than the write itself. Queueing writers on these locks instead wakes the next one
+    as soon as the lock is free. ``flock`` on a side file covers several tracker processes
+    (``tracker serve --workers N``) and a station writing straight into the same file; the
+    busy timeout remains the safety net for writers that do not take the lock.
+    """
+
+    def __init__(self, lock_path: Path | None) -> None:
+        self._thread_lock = threading.Lock()
+        self._lock_path = lock_path
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        if self._lock_path is None:
+            return
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, _SQLiteWriteLock] = (
+    weakref.WeakKeyDictionary()
+)
+_LOCKS_GUARD = threading.Lock()
+
+
+def write_lock(session_or_engine: Any) -> contextlib.AbstractContextManager[Any]:
+    """Hold around a write transaction: serialises SQLite writers (see _SQLiteWriteLock);
+    a no-op on PostgreSQL, where row locks and the compare-and-set do the job."""
+    engine = session_or_engine
+    if not isinstance(engine, Engine):
+        engine = session_or_engine.get_bind()
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    with _LOCKS_GUARD:
+        lock = _SQLITE_WRITE_LOCKS.get(engine)
+        if lock is None:
+            database = engine.url.database
+            path = None
+            if database and database != ":memory:" and not database.startswith("file:"):
+                path = Path(database).with_name(Path(database).name + ".writelock")
+            lock = _SQLITE_WRITE_LOCKS[engine] = _SQLiteWriteLock(path)
+    return lock
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded values after commit (routes render after committing)."""
+    return sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """FastAPI dependency: one session per request, from ``app.state.sessionmaker``."""
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    with factory() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def check_schema_current(engine: Engine) -> None:
+    """Raise :class:`SchemaNotCurrentError` unless the database is at the Alembic head."""
+    from tracker.migrations import current_revision, head_revision
+
+    head = head_revision()
+    current = current_revision(engine)
+    if current != head:
+        where = "an empty database" if current is None else f"revision {current}"
+        raise SchemaNotCurrentError(
+            f"the tracker database is at {where} but this version needs {head}; "
+            "run `tracker db upgrade` first"
+        )

@@ -1,0 +1,218 @@
+"""Cards: status for stations, the cards list, the per-card page, admin edits."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, SQLModel, col, select
+
+from tracker import events
+from tracker.db import write_lock
+from tracker.models import (
+    Card,
+    CardDetail,
+    CardPublic,
+    CardStatus,
+    CardStatusPublic,
+    CardUpdate,
+    Payout,
+    PayoutState,
+    Station,
+    Tap,
+    TapOutcome,
+    normalise_uid,
+    utcnow,
+)
+from tracker.services.filters import like_pattern
+
+
+class CardNotFound(LookupError):
+    """No card with that UID has been seen."""
+
+    def __init__(self, uid: str) -> None:
+        super().__init__(f"no card with UID {uid}")
+        self.uid = uid
+
+
+class CardsPage(SQLModel):
+    items: list[CardPublic]
+    page: int
+    page_size: int
+    total: int
+
+
+def to_public(card: Card) -> CardPublic:
+    return CardPublic(
+        uid=card.uid,
+        card_id=card.card_id,
+        alias=card.alias,
+        notes=card.notes,
+        status=CardStatus(card.status),
+        last_counter=card.last_counter,
+        first_seen=card.first_seen,
+        last_seen=card.last_seen,
+    )
+
+
+def _get(session: Session, uid: str) -> Card:
+    card = session.exec(select(Card).where(col(Card.uid) == normalise_uid(uid))).first()
+    if card is None:
+        raise CardNotFound(uid.upper())
+    return card
+
+
+def card_status(session: Session, *, uid: str) -> CardStatusPublic:
+    """What a station needs before accepting a tap; ``unknown`` for cards never seen."""
+    uid = normalise_uid(uid)
+    row = session.execute(
+        sa.select(col(Card.status), col(Card.last_counter)).where(col(Card.uid) == uid)
+    ).first()
+    if row is None:
+        return CardStatusPublic(uid=uid, status="unknown", last_counter=None)
+    return CardStatusPublic(uid=uid, status=row.status, last_counter=row.last_counter)
+
+
+def get_card(session: Session, *, uid: str) -> CardPublic:
+    return to_public(_get(session, uid))
+
+
+def list_cards(
+    session: Session,
+    *,
+    q: str | None = None,
+    status: CardStatus | None = None,
+    page: int = 1,
+    page_size: int = 50,
+) -> CardsPage:
+    """Cards, most recently seen first; ``q`` matches UID, alias or card id."""
+    conditions: list[Any] = []
+    if q:
+        pattern = like_pattern(q.strip())
+        conditions.append(
+            sa.or_(
+                col(Card.uid).ilike(pattern, escape="\\"),
+                col(Card.alias).ilike(pattern, escape="\\"),
+                col(Card.card_id).ilike(pattern, escape="\\"),
+            )
+        )
+    if status is not None:
+        conditions.append(col(Card.status) == status.value)
+    page = max(page, 1)
+    total = session.execute(
+        sa.select(sa.func.count()).select_from(Card).where(*conditions)
+    ).scalar_one()
+    stmt = (
+        select(Card)
+        .where(*conditions)
+        .order_by(col(Card.last_seen).desc(), col(Card.id).desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    items = [to_public(c) for c in session.exec(stmt).all()]
+    return CardsPage(items=items, page=page, page_size=page_size, total=int(total))
+
+
+def counter_gaps(counters: list[int]) -> list[tuple[int, int]]:
+    """Ranges ``(first_missing, last_missing)`` between consecutive accepted counters."""
+    gaps: list[tuple[int, int]] = []
+    ordered = sorted(set(counters))
+    for low, high in itertools.pairwise(ordered):
+        if high - low > 1:
+            gaps.append((low + 1, high - 1))
+    return gaps
+
+
+def card_detail(session: Session, *, uid: str) -> CardDetail:
+    """The per-card page's header: the card, totals, stations used, counter gaps."""
+    card = _get(session, uid)
+    tap_counts = session.execute(
+        sa.select(col(Tap.outcome), sa.func.count())
+        .where(col(Tap.card_pk) == card.id)
+        .group_by(col(Tap.outcome))
+    ).all()
+    by_outcome = {outcome: int(n) for outcome, n in tap_counts}
+    payout_row = session.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(
+                sa.func.sum(
+                    sa.case(
+                        (col(Payout.state) == PayoutState.Completed.value, col(Payout.amount_msat)),
+                        else_=0,
+                    )
+                ),
+                0,
+            ),
+        ).where(col(Payout.card_pk) == card.id)
+    ).one()
+    stations = (
+        session.execute(
+            sa.select(col(Station.name))
+            .where(
+                col(Station.id).in_(
+                    sa.select(col(Tap.station_pk)).where(col(Tap.card_pk) == card.id)
+                )
+            )
+            .order_by(col(Station.name))
+        )
+        .scalars()
+        .all()
+    )
+    counters = (
+        session.execute(
+            sa.select(col(Tap.counter)).where(
+                col(Tap.card_pk) == card.id, col(Tap.outcome) == TapOutcome.accepted.value
+            )
+        )
+        .scalars()
+        .all()
+    )
+    public = to_public(card)
+    return CardDetail(
+        **public.model_dump(),
+        tap_count=sum(by_outcome.values()),
+        refused_count=by_outcome.get(TapOutcome.refused.value, 0),
+        payout_count=int(payout_row[0]),
+        completed_amount_msat=int(payout_row[1]),
+        stations=list(stations),
+        counter_gaps=counter_gaps(list(counters)),
+    )
+
+
+def update_card(session: Session, *, uid: str, update: CardUpdate) -> CardPublic:
+    """Admin edit: alias, notes, block/unblock. Only fields present in the request change."""
+    with write_lock(session):
+        return _update_card(session, uid=uid, update=update)
+
+
+def _update_card(session: Session, *, uid: str, update: CardUpdate) -> CardPublic:
+    card = _get(session, uid)
+    changes = update.model_dump(exclude_unset=True)
+    for field, value in changes.items():
+        if field == "status" and value is not None:
+            value = CardStatus(value).value
+        if field == "status" and value is None:
+            continue
+        if field in ("alias", "notes") and isinstance(value, str):
+            value = value.strip() or None
+        setattr(card, field, value)
+    session.add(card)
+    events.notify(session, "card", {"uid": card.uid, "status": card.status, "alias": card.alias})
+    session.commit()
+    session.refresh(card)
+    return to_public(card)
+
+
+def ensure_card(session: Session, *, uid: str, card_id: str | None = None) -> CardPublic:
+    """Register a card before its first tap (e.g. right after provisioning)."""
+    uid = normalise_uid(uid)
+    card = session.exec(select(Card).where(col(Card.uid) == uid)).first()
+    if card is None:
+        now = utcnow()
+        card = Card(uid=uid, card_id=card_id, first_seen=now, last_seen=now)
+        session.add(card)
+        session.commit()
+        session.refresh(card)
+    return to_public(card)

@@ -1,0 +1,200 @@
+"""Tracker settings: one object per process, built from a TOML file and ``TRACKER_*`` variables.
+
+Why not import-time globals: tests, the CLI and several tracker processes each need their own
+configuration (another database, another port) in the same interpreter. ``load_settings()`` is
+called once at the edge (the CLI, a test fixture) and the result is passed down explicitly.
+
+Precedence, lowest to highest: defaults, the TOML file (``TRACKER_CONFIG`` or ``config_path``),
+``TRACKER_*`` environment variables, keyword overrides.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB_PATH = Path("var") / "tracker.sqlite"
+SECRET_KEY_FILENAME = "tracker.secret"
+
+
+class SettingsError(ValueError):
+    """The configuration is unusable; the message names the setting and how to fix it."""
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """Everything the tracker process needs to know about its environment.
+
+    ``secret_key`` signs operator session cookies (brief F); it is never logged and ``repr``
+    hides it.
+    """
+
+    database_url: str = f"sqlite:///{DEFAULT_DB_PATH}"
+    secret_key: str = field(default="", repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+    #: Sessions (operator cookies) stay valid this long.
+    session_max_age_s: int = 12 * 3600
+    #: Page size of list endpoints when the client does not ask for one.
+    page_size: int = 50
+    #: Upper bound on ``limit`` a client may request.
+    max_page_size: int = 500
+    #: Refuse to start when the schema is not at the Alembic head (tests may switch it off).
+    check_migrations: bool = True
+    #: SQLite ``busy_timeout`` in milliseconds: how long a writer waits for the lock.
+    sqlite_busy_timeout_ms: int = 10_000
+    #: Connection pool size for PostgreSQL.
+    pool_size: int = 10
+    #: Run the live-update watcher (SSE for operator pages). An ingest-only process behind a
+    #: load balancer can switch it off and leave live pages to the other processes.
+    live_updates: bool = True
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def sqlite_path(self) -> Path | None:
+        """File path of a SQLite database URL, or None for PostgreSQL / in-memory."""
+        if not self.is_sqlite:
+            return None
+        _, _, rest = self.database_url.partition(":///")
+        if not rest or rest.startswith(":memory:"):
+            return None
+        return Path(rest.split("?", 1)[0])
+
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, kind: type, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _BOOL_TRUE:
+            return True
+        if text in _BOOL_FALSE:
+            return False
+        raise SettingsError(f"setting {name!r} must be true or false, got {value!r}")
+    if kind is int:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"setting {name!r} must be an integer, got {value!r}") from None
+    return str(value)
+
+
+_KINDS: dict[str, type] = {
+    "database_url": str,
+    "secret_key": str,
+    "host": str,
+    "port": int,
+    "log_level": str,
+    "session_max_age_s": int,
+    "page_size": int,
+    "max_page_size": int,
+    "check_migrations": bool,
+    "sqlite_busy_timeout_ms": int,
+    "pool_size": int,
+    "live_updates": bool,
+}
+
+
+def normalise_database_url(url: str) -> str:
+    """Route ``postgresql://`` / ``postgres://`` URLs to psycopg 3, the driver we ship."""
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _ensure_secret_key(settings: TrackerSettings) -> TrackerSettings:
+    """Generate and persist a secret key next to the SQLite file (or in ./var) when none is given.
+
+    Persisting matters: a new key at every start would log every operator out on each restart
+    and break cookies across several processes sharing one database directory.
+    """
+    if settings.secret_key:
+        return settings
+    db_path = settings.sqlite_path()
+    directory = db_path.parent if db_path is not None else Path("var")
+    key_file = directory / SECRET_KEY_FILENAME
+    if key_file.exists():
+        key = key_file.read_text(encoding="utf-8").strip()
+        if key:
+            return replace(settings, secret_key=key)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # O_EXCL: when two processes race, the loser reads the winner's key.
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return replace(settings, secret_key=key_file.read_text(encoding="utf-8").strip())
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key + "\n")
+    return replace(settings, secret_key=key)
+
+
+def load_settings(
+    *,
+    config_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    persist_secret: bool = True,
+    **overrides: Any,
+) -> TrackerSettings:
+    """Build the process's settings. Unknown keys are an error (typos should not pass silently)."""
+    environ = os.environ if env is None else env
+    values: dict[str, Any] = {}
+
+    path = config_path or environ.get("TRACKER_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} not found; fix TRACKER_CONFIG") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+        section = data.get("tracker", data)
+        for key, value in section.items():
+            if key not in _KINDS:
+                raise SettingsError(f"unknown setting {key!r} in {path}; known: {sorted(_KINDS)}")
+            values[key] = _coerce(key, _KINDS[key], value)
+
+    for key, kind in _KINDS.items():
+        env_value = environ.get(f"TRACKER_{key.upper()}")
+        if env_value is not None and env_value != "":
+            values[key] = _coerce(key, kind, env_value)
+
+    for key, value in overrides.items():
+        if key not in _KINDS:
+            raise SettingsError(f"unknown setting {key!r}; known: {sorted(_KINDS)}")
+        if value is not None:
+            values[key] = _coerce(key, _KINDS[key], value)
+
+    if "database_url" in values:
+        values["database_url"] = normalise_database_url(values["database_url"])
+    settings = TrackerSettings(**values)
+    if not 0 < settings.port < 65536:
+        raise SettingsError(f"port must be 1..65535, got {settings.port}")
+    if persist_secret:
+        settings = _ensure_secret_key(settings)
+    elif not settings.secret_key:
+        settings = replace(settings, secret_key=secrets.token_urlsafe(48))
+    return settings
+
+
+__all__ = [
+    "SettingsError",
+    "TrackerSettings",
+    "fields",
+    "load_settings",
+    "normalise_database_url",
+]

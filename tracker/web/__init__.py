@@ -1,0 +1,1 @@
+"""Operator web view and JSON API of the tracker."""

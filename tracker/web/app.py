@@ -1,0 +1,172 @@
+"""The application factory: ``create_app(settings) -> FastAPI``.
+
+Everything a request needs hangs off ``app.state`` (``settings``, ``engine``,
+``sessionmaker``); nothing is created at import time, so tests and several processes can build
+as many apps as they like. The app refuses to start against a database that is not at the
+Alembic head, with a message saying to run ``tracker db upgrade``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import uuid
+from pathlib import Path
+from typing import Any, cast
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tracker.db import check_schema_current, make_engine, make_sessionmaker
+from tracker.settings import TrackerSettings
+from tracker.web.routes import api
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+PAGES_MODULE = "tracker.web.routes.pages"
+
+API_DESCRIPTION = """\
+JSON API of the Bolt Card tracker.
+
+* **Stations** authenticate with `Authorization: Bearer <station token>` (from
+  `tracker stations add NAME`; shown once, only its SHA-256 is stored) and post taps to
+  `POST /api/v1/taps` and claims to `POST /api/v1/payouts`.
+* **Operators** authenticate with the session cookie from `/login` (viewer: read; admin: edit
+  cards). Cookie-authenticated writes also need the `X-CSRF-Token` header.
+* Lists are newest first with keyset pagination: pass `next_cursor` back as `cursor`.
+* Exports (`/export.csv`, `/export.json`) take the same filters as the lists and stream.
+"""
+
+
+def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> FastAPI:
+    """Build the app for ``settings``; pass ``engine`` to share one (tests, benchmarks)."""
+    engine = engine or make_engine(settings)
+    if settings.check_migrations:
+        check_schema_current(engine)
+
+    app = FastAPI(
+        title="Bolt Card tracker",
+        description=API_DESCRIPTION,
+        version="1",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(api.router)
+    _include_pages(app)
+    _install_error_handlers(app)
+    if settings.live_updates:
+        _install_live_updates(app)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` / several workers: each worker process builds its own
+    settings (from ``TRACKER_*`` / ``TRACKER_CONFIG``) and engine."""
+    from tracker.settings import load_settings
+
+    return create_app(load_settings())
+
+
+def _include_pages(app: FastAPI) -> None:
+    """Include the operator pages (brief F) when that module is installed."""
+    try:
+        pages = importlib.import_module(PAGES_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != PAGES_MODULE:
+            raise  # the pages module exists but one of *its* imports is missing: a real bug
+        log.warning("operator pages (%s) not installed; serving the JSON API only", PAGES_MODULE)
+        return
+    app.include_router(pages.router)
+    for hook in ("install", "install_error_pages"):
+        install = getattr(pages, hook, None)
+        if callable(install):
+            install(app)
+
+
+def _install_live_updates(app: FastAPI) -> None:
+    try:
+        events = importlib.import_module("tracker.events")
+    except ModuleNotFoundError as exc:
+        if exc.name != "tracker.events":
+            raise
+        return
+    install = getattr(events, "install", None)
+    if callable(install):
+        install(app)
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Friendly JSON errors under /api; other paths fall back to the pages' own handling.
+
+    Unexpected errors are logged with a reference id that the answer repeats, so an operator
+    can quote it; the answer itself carries no internals.
+    """
+    page_handler = app.exception_handlers.get(Exception) or getattr(
+        app.state, "page_exception_handler", None
+    )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s on %s %s", ref, request.method, request.url.path)
+        if _is_api(request) or page_handler is None:
+            body = {
+                "detail": {
+                    "reason": "internal_error",
+                    "message": "the tracker hit an unexpected error; the log has details",
+                    "ref": ref,
+                }
+            }
+            if _is_api(request):
+                return JSONResponse(body, status_code=500)
+            return PlainTextResponse(
+                f"Internal error (reference {ref}); the tracker log has details.",
+                status_code=500,
+            )
+        response = await cast(Any, page_handler)(request, exc)
+        return cast(Response, response)
+
+    previous_http = app.exception_handlers.get(StarletteHTTPException)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _is_api(request) or previous_http is None:
+            headers: Any = getattr(exc, "headers", None)
+            return JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=headers
+            )
+        response = await cast(Any, previous_http)(request, exc)
+        return cast(Response, response)
+
+    previous_validation = app.exception_handlers.get(RequestValidationError)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if _is_api(request) or previous_validation is None:
+            errors = [
+                {
+                    "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+                    "reason": err.get("msg", "invalid"),
+                    "type": err.get("type", "value_error"),
+                }
+                for err in exc.errors()
+            ]
+            return JSONResponse({"detail": errors}, status_code=422)
+        response = await cast(Any, previous_validation)(request, exc)
+        return cast(Response, response)

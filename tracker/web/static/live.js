@@ -1,0 +1,157 @@
+/* Live updates for the operator pages (server-sent events from /events).
+ *
+ * Pages work without this script; it only adds rows and refreshes counters as taps and
+ * payouts arrive. Every value is inserted with textContent, never as HTML, because aliases,
+ * station names and reasons are typed by people.
+ *
+ * Markup contract:
+ *   <table data-live="tap|payout" [data-card="UID"] [data-limit="20"]> with <th data-col="...">
+ *   <tr data-id="..."> rows; cells showing a card carry data-card-uid="UID"
+ *   <section data-summary-url="/summary.json?..."> containing <* data-stat="key" data-fmt="sats">
+ */
+(function () {
+  "use strict";
+  if (!window.EventSource) { return; }
+
+  var BADGES = {
+    AwaitingApproval: "pending", AwaitingPayment: "pending", InProgress: "progress",
+    Completed: "ok", Cancelled: "bad", Failed: "bad", accepted: "ok", refused: "bad"
+  };
+
+  function fmtSats(n) {
+    return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, "\u202f");
+  }
+
+  function el(tag, text, cls) {
+    var node = document.createElement(tag);
+    if (text !== undefined && text !== null) { node.textContent = String(text); }
+    if (cls) { node.className = cls; }
+    return node;
+  }
+
+  function badge(value) {
+    var span = el("span", value, "badge badge-" + (BADGES[value] || "neutral"));
+    span.setAttribute("data-state", value);
+    return span;
+  }
+
+  function cardLink(uid, alias) {
+    var a = el("a", alias || uid);
+    a.href = "/cards/" + encodeURIComponent(uid);
+    a.setAttribute("data-card-uid", uid);
+    if (alias) { a.title = uid; } else { a.className = "mono"; }
+    return a;
+  }
+
+  function cell(col, d, topic) {
+    var td = el("td");
+    switch (col) {
+      case "time": td.textContent = d.time || ""; td.title = d.received_at || d.created || ""; break;
+      case "id":
+        var a = el("a", "#" + d.id); a.href = d.url; td.appendChild(a); break;
+      case "card":
+        if (d.card_uid) { td.appendChild(cardLink(d.card_uid, d.card_alias)); }
+        else { td.textContent = "—"; }
+        break;
+      case "station": td.textContent = d.station || "—"; break;
+      case "counter": td.textContent = d.counter; td.className = "num"; break;
+      case "outcome": td.appendChild(badge(d.outcome)); break;
+      case "reason": td.textContent = d.reason || ""; td.className = "wrap"; break;
+      case "amount": td.textContent = fmtSats(d.amount_sats); td.className = "num"; break;
+      case "state": td.appendChild(badge(d.state)); break;
+      default: td.textContent = d[col] === undefined ? "" : d[col];
+    }
+    return td;
+  }
+
+  function buildRow(table, d, topic) {
+    var tr = el("tr", null, "fresh");
+    tr.setAttribute("data-id", d.id);
+    var cols = table.querySelectorAll("thead th[data-col]");
+    for (var i = 0; i < cols.length; i++) {
+      tr.appendChild(cell(cols[i].getAttribute("data-col"), d, topic));
+    }
+    return tr;
+  }
+
+  function accepts(table, d) {
+    var card = table.getAttribute("data-card");
+    if (card && d.card_uid !== card) { return false; }
+    var station = table.getAttribute("data-station");
+    if (station && d.station !== station) { return false; }
+    return true;
+  }
+
+  function upsert(topic, d) {
+    var tables = document.querySelectorAll('table[data-live="' + topic + '"]');
+    for (var i = 0; i < tables.length; i++) {
+      var table = tables[i];
+      if (!accepts(table, d)) { continue; }
+      var body = table.tBodies[0];
+      var row = body.querySelector('tr[data-id="' + String(d.id).replace(/[^0-9]/g, "") + '"]');
+      var fresh = buildRow(table, d, topic);
+      if (row) { body.replaceChild(fresh, row); continue; }
+      var empty = body.querySelector("tr.empty");
+      if (empty) { body.removeChild(empty); }
+      body.insertBefore(fresh, body.firstChild);
+      var limit = parseInt(table.getAttribute("data-limit") || "50", 10);
+      while (body.rows.length > limit) { body.removeChild(body.lastChild); }
+    }
+  }
+
+  function updateCard(d) {
+    var links = document.querySelectorAll("[data-card-uid]");
+    for (var i = 0; i < links.length; i++) {
+      if (links[i].getAttribute("data-card-uid") !== d.uid) { continue; }
+      links[i].textContent = d.alias || d.uid;
+    }
+  }
+
+  var summaryTimer = null;
+  function refreshSummary() {
+    if (summaryTimer) { return; }
+    summaryTimer = setTimeout(function () {
+      summaryTimer = null;
+      var sections = document.querySelectorAll("[data-summary-url]");
+      Array.prototype.forEach.call(sections, function (section) {
+        fetch(section.getAttribute("data-summary-url"), {
+          credentials: "same-origin", headers: { "Accept": "application/json" }
+        }).then(function (r) { return r.ok ? r.json() : null; }).then(function (stats) {
+          if (!stats) { return; }
+          var nodes = section.querySelectorAll("[data-stat]");
+          for (var i = 0; i < nodes.length; i++) {
+            var key = nodes[i].getAttribute("data-stat");
+            if (!(key in stats)) { continue; }
+            var v = stats[key];
+            nodes[i].textContent = nodes[i].getAttribute("data-fmt") === "sats" ? fmtSats(v) : v;
+          }
+        }).catch(function () { /* next event retries */ });
+      });
+    }, 400);
+  }
+
+  function handler(topic) {
+    return function (ev) {
+      var d;
+      try { d = JSON.parse(ev.data); } catch (e) { return; }
+      if (topic === "card") { updateCard(d); return; }
+      upsert(topic, d);
+      refreshSummary();
+      document.body.setAttribute("data-last-event", topic + ":" + d.id);
+    };
+  }
+
+  var status = document.getElementById("live-status");
+  var source = new EventSource("/events");
+  source.addEventListener("open", function () {
+    if (status) { status.classList.add("on"); status.title = "live"; }
+    document.body.setAttribute("data-live", "on");
+  });
+  source.addEventListener("error", function () {
+    if (status) { status.classList.remove("on"); status.title = "reconnecting"; }
+    document.body.setAttribute("data-live", "off");
+  });
+  source.addEventListener("tap", handler("tap"));
+  source.addEventListener("payout", handler("payout"));
+  source.addEventListener("card", handler("card"));
+})();
