@@ -1,17 +1,13 @@
-"""``station card emulate``: a software Bolt Card that keeps its counter between runs.
+"""``station card``: the card tools of a Bolt Card station.
 
-Creates a factory-fresh emulated NTAG 424 DNA if ``--state`` does not exist yet, provisions it
-into the Bolt Card layout with the reader-side flows (the same code a merchant's station uses
-on a real card), then taps it ``--taps`` times and prints each SUN URL. The state file holds
-the card's keys and counters; it is written atomically after every change, mode 0600.
+* ``check``, ``provision``, ``wipe`` work on a card in a real reader (``--backend pcsc`` or
+  ``nfcpy``) or on an emulated card (``--backend emulated --state FILE``); their logic lives in
+  :mod:`station.cardtools`, this module only parses options and renders results.
+* ``emulate`` creates, provisions and taps a software Bolt Card that keeps its counter.
 
-Keys: ``--issuer-key`` derives Bolt Card deterministic keys for the card's UID (verify taps
-with ``station sun verify --issuer-key``); ``--keys-out FILE`` draws random keys and writes
-them as a ``new_bolt_card_response`` JSON (verify with ``station sun verify --keys FILE``).
-Keys are never printed.
-
-Exit codes: 0 success, 1 the card refused (not blank, read-back mismatch), 2 bad input
-(options, unreadable state file), 4 the provisioning flows are not installed.
+Keys are never printed, except by ``provision --print-keys``. Exit codes (``station.cli``):
+0 success / every check passed, 1 a check failed or the card refused, 2 bad input, 3 no card
+within ``--timeout``, 4 reader, pcscd or tracker unreachable.
 """
 
 from __future__ import annotations
@@ -29,6 +25,11 @@ from station.ntag424.card_state import StateError, load_state, save_state
 from station.ntag424.errors import Ntag424Error
 
 _PROG = "station card emulate"
+_EMULATE_DESCRIPTION = """\
+Creates a factory-fresh emulated NTAG 424 DNA if ``--state`` does not exist yet, provisions it
+into the Bolt Card layout with the reader-side flows (the same code a merchant's station uses
+on a real card), then taps it ``--taps`` times and prints each SUN URL. The state file holds
+the card's keys and counters; it is written atomically after every change, mode 0600."""
 DEFAULT_BASE_URL = "lnurlw://127.0.0.1:8000/boltcard"
 
 
@@ -41,13 +42,16 @@ class _Environment(Exception):
 
 
 def register(subparsers: Any) -> None:
-    card = subparsers.add_parser("card", help="card tools (emulated NTAG 424 DNA)")
+    card = subparsers.add_parser(
+        "card", help="card tools: check, provision, wipe, emulate (NTAG 424 DNA)"
+    )
     actions = card.add_subparsers(dest="card_command", metavar="ACTION")
     actions.required = True
+    _register_tools(actions)
     emulate = actions.add_parser(
         "emulate",
         help="create/provision a software Bolt Card and tap it",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=_EMULATE_DESCRIPTION,
     )
     emulate.add_argument("--state", required=True, metavar="FILE", help="card state JSON file")
     emulate.add_argument("--uid", metavar="HEX", help="7-byte UID for a new card (default: random)")
@@ -203,3 +207,273 @@ def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str | None = None
     elif obj.get("event") == "card":
         what = "created and provisioned" if obj["provisioned"] else "loaded"
         print(f"card {obj['uid']} {what} ({obj['state']})", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# check | provision | wipe
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_argument_group("reader")
+    where.add_argument(
+        "--backend", choices=("pcsc", "nfcpy", "emulated"), default="pcsc",
+        help="reader backend (default: %(default)s)",
+    )
+    where.add_argument(
+        "--reader", default="", metavar="SUBSTRING",
+        help="first reader whose name contains this (nfcpy: or a path like usb:072f:2200)",
+    )
+    where.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS",
+        help="how long to wait for a card (default: %(default)g)",
+    )
+    where.add_argument(
+        "--state", metavar="FILE", help="emulated backend: the emulated card's JSON state file"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _issuer_options(group: Any) -> None:
+    group.add_argument("--issuer-key", metavar="HEX", help="derive Bolt Card keys from this key")
+
+
+def _register_tools(actions: Any) -> None:
+    check = actions.add_parser(
+        "check",
+        help="is the card on the reader a genuine, correctly provisioned Bolt Card?",
+        description="Inspect the card on the reader without changing it (only its read counter "
+        "moves): GetVersion, originality signature, NDEF URL and SDM settings, factory keys, key "
+        "versions, SUN with the keys given, counter against the tracker. Exit 0 when every "
+        "line passes, 1 when any fails.",
+    )
+    _common_options(check)
+    k = check.add_argument_group("keys (any of)")
+    _issuer_options(k)
+    k.add_argument("--version", type=int, default=None, metavar="N",
+                   help="key version of --issuer-key keys (default 1)")
+    k.add_argument("--keys", metavar="FILE", help='station keys file ({"cards": [...]})')
+    k.add_argument("--k1", metavar="HEX", help="SDM meta read key (decrypts p)")
+    k.add_argument("--k2", metavar="HEX", help="SDM file read key (checks c)")
+    check.add_argument("--signature-key", metavar="HEX",
+                       help="check the originality signature against this secp224r1 public key "
+                       "instead of NXP's (tests with emulated cards)")
+    t = check.add_argument_group("tracker (optional)")
+    t.add_argument("--tracker-url", metavar="URL", help="tracker base URL")
+    t.add_argument("--station-token", metavar="TOKEN",
+                   help="station token (default: $STATION_TRACKER_TOKEN)")
+    t.add_argument("--database-url", metavar="URL",
+                   help="read the tracker's database directly (same machine)")
+    check.set_defaults(func=run_check)
+
+    prov = actions.add_parser(
+        "provision",
+        help="program a blank card as a Bolt Card, read it back and verify",
+        description="Program a factory-fresh card (URL template, SDM settings, keys 1-4 then 0), "
+        "read it back and verify it. A card that is not blank is refused (exit 1).",
+    )
+    _common_options(prov)
+    prov.add_argument("--url-template", required=True, metavar="URL",
+                      help="lnurlw://host/path (p=<32 zeros>&c=<16 zeros> added when missing)")
+    src = prov.add_mutually_exclusive_group(required=True)
+    _issuer_options(src)
+    src.add_argument("--keys-json", metavar="FILE", help="a new_bolt_card_response JSON file")
+    prov.add_argument("--version", type=int, default=None, metavar="N",
+                      help="key version for --issuer-key keys (default 1)")
+    prov.add_argument("--keys-out", metavar="FILE",
+                      help="add the card's keys to this station keys file (mode 0600)")
+    prov.add_argument("--print-keys", action="store_true",
+                      help="print the new_bolt_card_response JSON, keys included")
+    prov.set_defaults(func=run_provision)
+
+    wipe = actions.add_parser(
+        "wipe",
+        help="restore factory keys and settings, after proving the keys with SUN",
+        description="Prove the keys first (SUN check, key 0, 3 and 4 authenticate), then restore "
+        "factory file settings, NDEF contents and keys. Wrong keys leave the card unchanged.",
+    )
+    _common_options(wipe)
+    src = wipe.add_mutually_exclusive_group(required=True)
+    src.add_argument("--keys-json", metavar="FILE", help="a new_bolt_card_response JSON file")
+    _issuer_options(src)
+    src.add_argument("--wipe-json", metavar="FILE", help='a wipe JSON ({"action": "wipe", ...})')
+    wipe.add_argument("--version", type=int, default=None, metavar="N",
+                      help="key version for --issuer-key keys (default 1)")
+    wipe.set_defaults(func=run_wipe)
+
+
+def _choice(args: argparse.Namespace, *, create: bool = False) -> Any:
+    from station.cardtools import BadInput, ReaderChoice
+
+    if args.state is not None and args.backend != "emulated":
+        raise BadInput("--state only applies to --backend emulated")
+    return ReaderChoice(
+        backend=args.backend,
+        reader=args.reader,
+        timeout=args.timeout,
+        state=Path(args.state) if args.state else None,
+        create_state=create,
+    )
+
+
+def _version(args: argparse.Namespace) -> int:
+    from station.cardtools import BadInput, check_key_version
+
+    if args.version is not None and args.issuer_key is None:
+        raise BadInput("--version applies to --issuer-key keys only")
+    return check_key_version(1 if args.version is None else args.version)
+
+
+def _check_sources(args: argparse.Namespace) -> Any:
+    from station import cardtools as ct
+
+    if (args.k1 is None) != (args.k2 is None):
+        raise ct.BadInput("give --k1 and --k2 together")
+    issuer = None if args.issuer_key is None else ct.parse_hex(args.issuer_key, "--issuer-key", 16)
+    if args.keys is not None:
+        version = None if args.version is None else _version(args)
+        return ct.KeySource(store=ct.file_store(Path(args.keys), issuer, version))
+    if issuer is not None:
+        if args.k1 is not None:
+            raise ct.BadInput("give either --issuer-key/--keys or --k1/--k2, not both")
+        return ct.KeySource(store=ct.issuer_store(issuer, _version(args)))
+    if args.version is not None:
+        raise ct.BadInput("--version applies to --issuer-key keys only")
+    if args.k1 is not None:
+        k1 = ct.parse_hex(args.k1, "--k1", 16)
+        k2 = ct.parse_hex(args.k2, "--k2", 16)
+        return ct.KeySource(k1k2=(k1, k2))
+    return ct.KeySource()
+
+
+def _tracker(args: argparse.Namespace) -> Any:
+    from station import cardtools as ct
+
+    if args.tracker_url and args.database_url:
+        raise ct.BadInput("give --tracker-url or --database-url, not both")
+    if args.database_url:
+        return ct.database_tracker(args.database_url)
+    if args.tracker_url:
+        if not args.tracker_url.startswith(("http://", "https://")):
+            raise ct.BadInput("--tracker-url must start with http:// or https://")
+        token = args.station_token or os.environ.get("STATION_TRACKER_TOKEN")
+        if not token:
+            raise ct.BadInput(
+                "--tracker-url needs --station-token TOKEN (or $STATION_TRACKER_TOKEN)"
+            )
+        return ct.http_tracker(args.tracker_url.rstrip("/"), token)
+    if args.station_token:
+        raise ct.BadInput("--station-token needs --tracker-url URL")
+    return None
+
+
+def _run_tool(prog: str, body: Any) -> int:
+    """Map the card tools' typed errors to exit codes, one line on stderr, no traceback."""
+    from station import cardtools as ct
+    from station.cli import EXIT_NO_CARD
+
+    codes: tuple[tuple[type[Exception], int], ...] = (
+        (ct.BadInput, EXIT_BAD_INPUT),
+        (ct.NoCard, EXIT_NO_CARD),
+        (ct.EnvironmentProblem, EXIT_ENVIRONMENT),
+        (ct.Refused, EXIT_NEGATIVE),
+    )
+    try:
+        return int(body())
+    except ct.CardToolError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        for kind, code in codes:
+            if isinstance(exc, kind):
+                return code
+        return EXIT_NEGATIVE
+
+
+def run_check(args: argparse.Namespace) -> int:
+    def body() -> int:
+        from station import cardtools as ct
+
+        choice = _choice(args)
+        source = _check_sources(args)
+        tracker = _tracker(args)
+        sig_key = None
+        if args.signature_key is not None:
+            sig_key = ct.parse_hex(args.signature_key, "--signature-key", 57)
+        result = ct.check(choice, source, signature_key=sig_key, tracker=tracker)
+        if args.json:
+            print(json.dumps(result.to_dict(), indent=2))
+        else:
+            uid = result.uid.hex().upper() if result.uid else "(UID hidden)"
+            print(f"card {uid}")
+            width = max(len(c.name) for c in result.report.checks)
+            for c in result.report.checks:
+                mark = "PASS" if c.ok else "FAIL"
+                print(f"{mark}  {c.name:<{width}}  {c.detail}".rstrip())
+            failed = sum(not c.ok for c in result.report.checks)
+            print("all checks passed" if not failed else f"{failed} check(s) failed")
+        if result.environment_problem is not None:
+            print(f"station card check: {result.environment_problem}", file=sys.stderr)
+            return EXIT_ENVIRONMENT
+        return EXIT_OK if result.ok else EXIT_NEGATIVE
+
+    return _run_tool("station card check", body)
+
+
+def run_provision(args: argparse.Namespace) -> int:
+    def body() -> int:
+        from station import cardtools as ct
+        from station.ntag424 import keys
+
+        choice = _choice(args, create=True)
+        template = ct.url_template(args.url_template)
+        card_keys: Any
+        if args.issuer_key is not None:
+            issuer = ct.parse_hex(args.issuer_key, "--issuer-key", 16)
+            version = _version(args)
+
+            def card_keys(uid: bytes) -> keys.KeySet:
+                return keys.derive_keys(issuer, uid, version)
+        else:
+            if args.version is not None:
+                raise ct.BadInput("--version applies to --issuer-key keys only")
+            card_keys = ct.load_program(Path(args.keys_json)).keys
+            version = ct.check_key_version(card_keys.version)
+        if args.keys_out is not None:
+            ct.check_keys_file(Path(args.keys_out))  # refuse before the card is written
+        result = ct.provision(choice, template, card_keys, version)
+        if args.keys_out is not None:
+            ct.add_to_keys_file(Path(args.keys_out), result.card_response())
+        if args.print_keys:
+            print(json.dumps(result.card_response(), indent=2))
+        elif args.json:
+            print(json.dumps(result.to_dict(), indent=2))
+        else:
+            print(f"card {result.to_dict()['uid']} provisioned and verified "
+                  f"(key version {result.key_version}, counter {result.counter})")
+            print(result.url)
+        return EXIT_OK
+
+    return _run_tool("station card provision", body)
+
+
+def run_wipe(args: argparse.Namespace) -> int:
+    def body() -> int:
+        from station import cardtools as ct
+
+        choice = _choice(args)
+        if args.issuer_key is not None:
+            issuer = ct.parse_hex(args.issuer_key, "--issuer-key", 16)
+            source = ct.KeySource(store=ct.issuer_store(issuer, _version(args)))
+        elif args.version is not None:
+            raise ct.BadInput("--version applies to --issuer-key keys only")
+        elif args.keys_json is not None:
+            source = ct.KeySource(fixed=ct.load_program(Path(args.keys_json)).keys)
+        else:
+            source = ct.KeySource(fixed=ct.load_wipe_keys(Path(args.wipe_json)))
+        result = ct.wipe(choice, source)
+        if args.json:
+            print(json.dumps(result.to_dict(), indent=2))
+        else:
+            print(f"card {result.to_dict()['uid']} wiped: factory keys and settings restored "
+                  f"(last counter {result.last_counter})")
+        return EXIT_OK
+
+    return _run_tool("station card wipe", body)

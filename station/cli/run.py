@@ -1,0 +1,198 @@
+"""``station run`` (the daemon) and ``station read`` (one tap, printed as JSON).
+
+``station read`` answers "what does this card say right now?": it waits for one card, reads the
+SUN URL with the same 3-APDU flow the daemon uses, verifies it with the keys given, and prints
+``{uid, counter, url, valid, reason, apdus, ms}``. It applies no replay or allow-list policy
+(that is the daemon's job, with its memory and the tracker). Exit codes: 0 valid, 1 invalid,
+2 bad input, 3 no card within ``--timeout``, 4 reader or environment problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from station.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_NEGATIVE, EXIT_NO_CARD, EXIT_OK
+
+log = logging.getLogger("station.cli.run")
+
+
+def register(subparsers: Any) -> None:
+    run = subparsers.add_parser(
+        "run", help="run the station daemon (watch readers, verify, record taps)",
+        description="Run the station daemon until SIGTERM/SIGINT.",
+    )
+    run.add_argument("--config", type=Path, help="TOML settings file (STATION_* env overrides)")
+    run.add_argument("--log-format", choices=("text", "json"), help="override log_format")
+    run.add_argument("--taps", type=int, default=None, help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+
+    read = subparsers.add_parser(
+        "read", help="wait for one tap, verify it and print JSON",
+        description="Wait for one card, read and verify its SUN URL, print JSON.",
+    )
+    read.add_argument("--backend", choices=("pcsc", "nfcpy", "emulated"), default="pcsc")
+    read.add_argument("--reader", default="", help="substring of the reader name")
+    read.add_argument("--k1", help="SDM meta read key (32 hex)")
+    read.add_argument("--k2", help="SDM file read key (32 hex)")
+    read.add_argument("--issuer-key", help="Bolt Card issuer key (32 hex); keys are derived")
+    read.add_argument("--version", type=int, default=1, help="deterministic key version")
+    read.add_argument("--keys", type=Path, help="per-card keys file (JSON)")
+    read.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a card")
+    read.add_argument("--card-state", type=Path,
+                      help="with --backend emulated: an emulated card state file to present")
+    read.set_defaults(func=cmd_read)
+
+
+# -- station run -----------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from station.daemon import build_station, run_station, setup_logging
+    from station.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"station run: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    setup_logging(args.log_format or settings.log_format)
+    try:
+        station = build_station(settings, max_taps=args.taps)
+    except ValueError as exc:  # no keys configured, bad key file
+        print(f"station run: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ImportError as exc:
+        print(f"station run: a component is missing: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    return run_station(station)
+
+
+# -- station read ---------------------------------------------------------------------------------
+
+
+class _BadInput(Exception):
+    pass
+
+
+def _key(name: str, value: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise _BadInput(f"{name} must be 32 hex digits") from None
+    if len(raw) != 16:
+        raise _BadInput(f"{name} must be 32 hex digits (16 bytes)")
+    return raw
+
+
+def _verifier(args: argparse.Namespace) -> Any:
+    from station.pipeline import StaticKeysVerifier, build_verifier
+    from station.settings import KeySettings, Secret
+
+    if args.k1 or args.k2:
+        if not (args.k1 and args.k2):
+            raise _BadInput("--k1 and --k2 go together")
+        if args.issuer_key or args.keys:
+            raise _BadInput("give either --k1/--k2, or --issuer-key and/or --keys")
+        return StaticKeysVerifier(_key("--k1", args.k1), _key("--k2", args.k2))
+    if not (args.issuer_key or args.keys):
+        raise _BadInput("give the card keys: --k1/--k2, --issuer-key or --keys FILE")
+    if args.keys is not None and not args.keys.is_file():
+        raise _BadInput(f"keys file {args.keys} does not exist")
+    issuer = Secret(_key("--issuer-key", args.issuer_key).hex()) if args.issuer_key else None
+    try:
+        return build_verifier(
+            KeySettings(keys_file=args.keys, issuer_key=issuer, issuer_key_version=args.version)
+        )
+    except (ValueError, OSError) as exc:
+        raise _BadInput(f"cannot load keys: {exc}") from None
+
+
+def _open_reader(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Open the reader; for the emulated backend, present the card from ``--card-state``."""
+    if args.backend == "emulated":
+        from station.readers.emulated import EmulatedReader
+
+        reader = EmulatedReader()
+        card = None
+        if args.card_state is not None:
+            from station.ntag424.card import EmulatedCard
+            from station.ntag424.card_state import load_state
+
+            card = EmulatedCard.from_state(load_state(args.card_state))
+            reader.present(card)
+        return reader, card
+    from station.readers import registry
+
+    return registry.open_reader(args.backend, args.reader), None
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from station.pipeline import TapPipeline, UnsupportedCard
+    from station.readers.base import CardRemoved, ReaderError
+
+    try:
+        verifier = _verifier(args)
+        if args.timeout < 0:
+            raise _BadInput("--timeout must not be negative")
+        if args.card_state is not None and args.backend != "emulated":
+            raise _BadInput("--card-state needs --backend emulated")
+        if args.card_state is not None and not args.card_state.is_file():
+            raise _BadInput(f"card state file {args.card_state} does not exist")
+    except _BadInput as exc:
+        print(f"station read: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    try:
+        reader, card = _open_reader(args)
+    except ReaderError as exc:
+        print(f"station read: reader problem: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    except (ImportError, LookupError, OSError, ValueError) as exc:
+        print(f"station read: cannot open a {args.backend} reader: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+
+    pipeline = TapPipeline(verifier=verifier, station_name="read")
+    try:
+        link = reader.wait_for_card(args.timeout)
+        if link is None:
+            print(f"station read: no card within {args.timeout:g} s", file=sys.stderr)
+            return EXIT_NO_CARD
+        start = time.perf_counter()
+        try:
+            result = pipeline.evaluate(link, start=start)
+            out: dict[str, Any] = {
+                "uid": result.uid,
+                "counter": result.counter,
+                "url": result.url,
+                "valid": result.uid is not None and result.reason is None,
+                "reason": result.detail or result.reason,
+                "apdus": result.apdus,
+                "ms": round((time.perf_counter() - start) * 1000, 3),
+            }
+        except UnsupportedCard as exc:
+            out = {"uid": None, "counter": None, "url": None, "valid": False,
+                   "reason": str(exc), "apdus": exc.apdus,
+                   "ms": round((time.perf_counter() - start) * 1000, 3)}
+        finally:
+            link.close()
+    except CardRemoved:
+        print("station read: the card left the field during the read; tap again",
+              file=sys.stderr)
+        return EXIT_NO_CARD
+    except ReaderError as exc:
+        print(f"station read: reader problem: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    finally:
+        if card is not None and args.card_state is not None:
+            from station.ntag424.card_state import save_state
+
+            save_state(args.card_state, card.to_state())
+        reader.close()
+    print(json.dumps(out))
+    return EXIT_OK if out["valid"] else EXIT_NEGATIVE

@@ -1,0 +1,289 @@
+"""Station settings: built once per process from a TOML file and ``STATION_*`` variables.
+
+Why one object: every part of the daemon (readers, key store, recorder, outbox, logging) gets its
+configuration handed down from here, so a test can build a :class:`StationSettings` by hand and
+nothing reads the environment behind its back.
+
+Precedence: defaults < TOML file < environment. Secrets (the issuer key, the station token) are
+wrapped in :class:`Secret`, whose ``repr``/``str`` never show the value, so a settings object
+can be logged or printed safely.
+
+TOML layout (every key optional)::
+
+    station_name = "till-1"
+    allowed_hosts = ["pay.example.com"]      # empty = any issuer host
+    outbox = "var/station-outbox.sqlite"
+    log_format = "text"                       # or "json"
+    debounce = 0.3                            # seconds the field must stay empty between taps
+    status_ttl = 5.0                          # seconds a card status from the tracker is trusted
+    confirm_timeout = 1.5                     # wait this long for the tracker, then accept offline
+
+    [[readers]]
+    backend = "pcsc"                          # pcsc | nfcpy | emulated
+    name = "ACR122"                           # substring of the reader name ("" = first one)
+
+    [keys]
+    file = "cards.json"                       # per-card keys (new_bolt_card_response records)
+    issuer_key = "00112233445566778899aabbccddeeff"
+    issuer_key_version = 1
+
+    [tracker]
+    database_url = "sqlite:///var/tracker.sqlite"   # same machine: write straight into the db
+    # or
+    url = "http://127.0.0.1:8080"
+    token = "..."
+
+Environment: STATION_NAME, STATION_READERS ("pcsc:ACR122,nfcpy:usb"), STATION_KEYS_FILE,
+STATION_ISSUER_KEY, STATION_ISSUER_KEY_VERSION, STATION_DATABASE_URL, STATION_TRACKER_URL,
+STATION_TRACKER_TOKEN, STATION_ALLOWED_HOSTS (comma separated), STATION_OUTBOX,
+STATION_LOG_FORMAT, STATION_DEBOUNCE, STATION_STATUS_TTL, STATION_CONFIRM_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("pcsc", "nfcpy", "emulated")
+LOG_FORMATS = ("text", "json")
+
+
+class SettingsError(ValueError):
+    """The configuration is unusable. The message names the setting to fix (never its secret)."""
+
+
+class Secret:
+    """A string that does not print itself. Call :meth:`reveal` where the value is really needed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """Which reader to watch: a backend and a substring of the reader's name."""
+
+    backend: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise SettingsError(
+                f"reader backend {self.backend!r} is unknown; use one of {', '.join(BACKENDS)}"
+            )
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """Where the card keys come from: a per-card keys file, an issuer key, or both."""
+
+    keys_file: Path | None = None
+    issuer_key: Secret | None = None
+    issuer_key_version: int = 1
+
+    @property
+    def configured(self) -> bool:
+        return self.keys_file is not None or self.issuer_key is not None
+
+
+@dataclass(frozen=True)
+class TrackerLink:
+    """How taps reach the tracker: its database (same machine) or its API with a station token."""
+
+    database_url: str | None = None
+    url: str | None = None
+    token: Secret | None = None
+
+    @property
+    def mode(self) -> str:
+        """``"direct"``, ``"http"`` or ``"none"`` (taps stay in the outbox)."""
+        if self.database_url:
+            return "direct"
+        if self.url:
+            return "http"
+        return "none"
+
+
+@dataclass(frozen=True)
+class StationSettings:
+    station_name: str = field(default_factory=socket.gethostname)
+    readers: tuple[ReaderSpec, ...] = (ReaderSpec("pcsc"),)
+    keys: KeySettings = KeySettings()
+    tracker: TrackerLink = TrackerLink()
+    allowed_hosts: tuple[str, ...] = ()
+    outbox_path: Path = Path("var/station-outbox.sqlite")
+    log_format: str = "text"
+    debounce: float = 0.3
+    status_ttl: float = 5.0
+    confirm_timeout: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not self.station_name or len(self.station_name) > 100:
+            raise SettingsError("station_name must be 1..100 characters")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        for name in ("debounce", "status_ttl", "confirm_timeout"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative")
+        if not self.readers:
+            raise SettingsError("configure at least one reader ([[readers]] or STATION_READERS)")
+        if self.tracker.url and not self.tracker.token and not self.tracker.database_url:
+            raise SettingsError("tracker url is set but no station token (STATION_TRACKER_TOKEN)")
+
+    def host_allowed(self, host: str | None) -> bool:
+        """An empty allow-list admits any host; otherwise the host must match exactly."""
+        if not self.allowed_hosts:
+            return True
+        return host is not None and host.lower() in self.allowed_hosts
+
+
+def _parse_readers(value: Any) -> tuple[ReaderSpec, ...]:
+    if isinstance(value, str):
+        specs = []
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            backend, _, name = item.partition(":")
+            specs.append(ReaderSpec(backend.strip(), name.strip()))
+        return tuple(specs)
+    if isinstance(value, list):
+        out = []
+        for item in value:
+            if not isinstance(item, dict) or "backend" not in item:
+                raise SettingsError("each [[readers]] entry needs a backend")
+            out.append(ReaderSpec(str(item["backend"]), str(item.get("name", ""))))
+        return tuple(out)
+    raise SettingsError("readers must be a list of {backend, name} tables")
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list):
+        raise SettingsError("allowed_hosts must be a list of host names")
+    return tuple(str(h).strip().lower() for h in value if str(h).strip())
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number of seconds") from None
+
+
+def _hex_key(name: str, value: str) -> Secret:
+    text = value.strip()
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be 32 hex digits (16 bytes)") from None
+    if len(raw) != 16:
+        raise SettingsError(f"{name} must be 32 hex digits (16 bytes)")
+    return Secret(text.lower())
+
+
+def load_settings(
+    config: Path | str | None = None, env: Mapping[str, str] | None = None
+) -> StationSettings:
+    """Build the settings from an optional TOML file, then ``STATION_*`` overrides."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if config is not None:
+        path = Path(config)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    base = Path(config).resolve().parent if config is not None else Path.cwd()
+
+    def rel(p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else base / q
+
+    kw: dict[str, Any] = {}
+    keys_t: dict[str, Any] = dict(data.get("keys", {}))
+    trk_t: dict[str, Any] = dict(data.get("tracker", {}))
+
+    if "station_name" in data:
+        kw["station_name"] = str(data["station_name"])
+    if "readers" in data:
+        kw["readers"] = _parse_readers(data["readers"])
+    if "allowed_hosts" in data:
+        kw["allowed_hosts"] = _hosts(data["allowed_hosts"])
+    if "outbox" in data:
+        kw["outbox_path"] = rel(str(data["outbox"]))
+    if "log_format" in data:
+        kw["log_format"] = str(data["log_format"])
+    for name in ("debounce", "status_ttl", "confirm_timeout"):
+        if name in data:
+            kw[name] = _number(name, data[name])
+
+    # Environment overrides (relative paths there are relative to the working directory).
+    if env.get("STATION_NAME"):
+        kw["station_name"] = env["STATION_NAME"]
+    if env.get("STATION_READERS"):
+        kw["readers"] = _parse_readers(env["STATION_READERS"])
+    if "STATION_ALLOWED_HOSTS" in env:
+        kw["allowed_hosts"] = _hosts(env["STATION_ALLOWED_HOSTS"])
+    if env.get("STATION_OUTBOX"):
+        kw["outbox_path"] = Path(env["STATION_OUTBOX"]).expanduser().absolute()
+    if env.get("STATION_LOG_FORMAT"):
+        kw["log_format"] = env["STATION_LOG_FORMAT"]
+    for name, var in (
+        ("debounce", "STATION_DEBOUNCE"),
+        ("status_ttl", "STATION_STATUS_TTL"),
+        ("confirm_timeout", "STATION_CONFIRM_TIMEOUT"),
+    ):
+        if env.get(var):
+            kw[name] = _number(name, env[var])
+
+    keys_file = rel(str(keys_t["file"])) if keys_t.get("file") else None
+    if env.get("STATION_KEYS_FILE"):
+        keys_file = Path(env["STATION_KEYS_FILE"]).expanduser().absolute()
+    issuer_raw = keys_t.get("issuer_key")
+    if env.get("STATION_ISSUER_KEY"):
+        issuer_raw = env["STATION_ISSUER_KEY"]
+    version_raw = env.get("STATION_ISSUER_KEY_VERSION") or keys_t.get("issuer_key_version", 1)
+    try:
+        version = int(version_raw)
+    except (TypeError, ValueError):
+        raise SettingsError("issuer_key_version must be an integer") from None
+    kw["keys"] = KeySettings(
+        keys_file=keys_file,
+        issuer_key=_hex_key("issuer_key", str(issuer_raw)) if issuer_raw else None,
+        issuer_key_version=version,
+    )
+
+    db_url = env.get("STATION_DATABASE_URL") or trk_t.get("database_url")
+    url = env.get("STATION_TRACKER_URL") or trk_t.get("url")
+    token = env.get("STATION_TRACKER_TOKEN") or trk_t.get("token")
+    kw["tracker"] = TrackerLink(
+        database_url=str(db_url) if db_url else None,
+        url=str(url).rstrip("/") if url else None,
+        token=Secret(str(token)) if token else None,
+    )
+    return StationSettings(**kw)

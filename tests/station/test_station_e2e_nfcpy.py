@@ -1,0 +1,116 @@
+"""End to end through stock nfcpy's udp radio with our ISO 14443-4 card: the daemon, opened
+from settings like `station run` does, reads, verifies and records taps, refuses a rolled-back
+counter, and records nothing for a card pulled mid-read or a foreign card."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from station.daemon import build_station
+from station.pipeline import ACCEPTED, REFUSED, REPLAY
+from station.settings import KeySettings, ReaderSpec, Secret, StationSettings, TrackerLink
+
+pytest.importorskip("nfc")
+pytest.importorskip("tracker.web.app")
+
+ISSUER = bytes.fromhex("00112233445566778899aabbccddeeff")
+UID = bytes.fromhex("04E2E0000000B2")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(cond, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class ForeignCard:
+    uid = bytes.fromhex("08AABBCC")
+
+    def transceive(self, apdu: bytes) -> bytes:
+        return b"\x6a\x82"
+
+    def deselect(self) -> None:
+        pass
+
+
+def test_taps_through_nfcpy_udp(tmp_path: Path) -> None:
+    from tracker_live import LiveTracker
+
+    from station.cli.demo import load_or_provision
+    from station.ntag424.card import EmulatedCard
+    from station.readers.nfc_udp_card import NfcUdpCard
+
+    tracker = LiveTracker(tmp_path)
+    tracker.start()
+    port = free_udp_port()
+    card = load_or_provision(tmp_path / "card.json", UID, ISSUER, "lnurlw://pay.example.com/ln")
+    saved = card.to_state()
+    settings = StationSettings(
+        station_name="till-nfc", readers=(ReaderSpec("nfcpy", f"udp:127.0.0.1:{port}"),),
+        outbox_path=tmp_path / "outbox.sqlite", debounce=0.05,
+        keys=KeySettings(issuer_key=Secret(ISSUER.hex())),
+        tracker=TrackerLink(database_url=tracker.database_url),
+    )
+    station = build_station(settings, keep_results=True)  # readers opened via the registry
+    station.daemon.poll = 0.1
+    station.forwarder.start()
+    station.daemon.start()
+    radio = NfcUdpCard(port=port)
+    stats = station.daemon.stats
+
+    def tap(c, what: str = "taps") -> None:  # type: ignore[no-untyped-def]
+        before = getattr(stats, what)
+        radio.insert(c)
+        assert wait_until(lambda: getattr(stats, what) > before), stats
+        radio.remove()
+        time.sleep(0.3)
+
+    try:
+        tap(card)
+        tap(card)
+        tap(EmulatedCard.from_state(saved))  # counter rolled back: a replay
+
+        class PulledDuringRead:
+            uid = UID
+
+            def transceive(self, apdu: bytes) -> bytes:
+                if apdu[1:2] == b"\xb0":
+                    threading.Thread(target=radio.remove).start()
+                    time.sleep(0.5)
+                return card.transceive(apdu)
+
+            def deselect(self) -> None:
+                card.deselect()
+
+        radio.insert(PulledDuringRead())
+        assert wait_until(lambda: stats.removed_mid_read + stats.unsupported >= 1), stats
+        radio.remove()
+        time.sleep(0.3)
+        tap(ForeignCard(), "unsupported")
+        assert station.forwarder.flush(10)
+    finally:
+        radio.close()
+        station.shutdown(flush_timeout=3)
+    results = stats.results
+    assert [(r.outcome, r.reason) for r in results] == [
+        (ACCEPTED, None), (ACCEPTED, None), (REFUSED, REPLAY)]
+    assert all(r.apdus == 3 for r in results)
+    assert stats.removed_mid_read == 1
+    rows = tracker.taps()
+    tracker.close()
+    assert [(t["outcome"], t["counter"]) for t in rows] == [(r.outcome, r.counter)
+                                                           for r in results]

@@ -1,0 +1,175 @@
+"""End to end through the real pcscd + vpcd with the emulated NTAG 424 DNA: the daemon reads,
+verifies and records taps, refuses a rolled-back counter, survives a card pulled mid-read, a
+foreign card and a pcscd restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import require
+
+from station.daemon import ReaderSlot, build_station
+from station.pipeline import ACCEPTED, REFUSED, REPLAY, build_verifier
+from station.settings import KeySettings, Secret, StationSettings, TrackerLink
+
+ISSUER = bytes.fromhex("00112233445566778899aabbccddeeff")
+UID = bytes.fromhex("04E2E0000000A1")
+
+pytestmark = pytest.mark.pcsc
+
+
+@pytest.fixture(scope="module")
+def pcscd() -> Iterator[object]:
+    try:
+        from readers import pcscd_harness
+    except ImportError as exc:  # the harness comes with the reader tests
+        require("pcsc", False, f"pcscd harness missing: {exc}")
+        raise
+    reason = pcscd_harness.unavailable_reason()
+    require("pcsc", reason is None, reason or "")
+    daemon = pcscd_harness.Pcscd()
+    try:
+        daemon.start()
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        require("pcsc", False, f"could not start pcscd: {exc}")
+    yield daemon
+    daemon.close()
+
+
+def vpcd_reader_name() -> str:
+    from station.readers.pcsc import list_reader_names
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        names = [n for n in list_reader_names() if "Virtual PCD 00 00" in n]
+        if names:
+            return names[0]
+        time.sleep(0.1)
+    raise AssertionError("vpcd reader slot not listed by pcscd")
+
+
+class ForeignCard:
+    """An ISO 14443-4 card without the NTAG 424 application (a transit card, a bank card)."""
+
+    def transceive(self, apdu: bytes) -> bytes:
+        if apdu[:2] == b"\xff\xca":
+            return bytes.fromhex("08112233") + b"\x90\x00"
+        if apdu[:1] == b"\xff":
+            return b"\x90\x00"
+        return b"\x6a\x82"
+
+    def power_cycle(self) -> None:
+        pass
+
+    def deselect(self) -> None:
+        pass
+
+
+@pytest.fixture
+def rig(tmp_path: Path, pcscd):  # type: ignore[no-untyped-def]
+    from tracker_live import LiveTracker
+
+    from station.cli.demo import load_or_provision
+    from station.readers.pcsc import PcscReader
+    from station.readers.vpcd import VpcdBridge
+
+    tracker = LiveTracker(tmp_path)
+    tracker.start()
+    token = tracker.add_station("till-pcsc")
+    card = load_or_provision(tmp_path / "card.json", UID, ISSUER, "lnurlw://pay.example.com/ln")
+    name = vpcd_reader_name()
+    settings = StationSettings(
+        station_name="till-pcsc", outbox_path=tmp_path / "outbox.sqlite", debounce=0.05,
+        keys=KeySettings(issuer_key=Secret(ISSUER.hex())),
+        tracker=TrackerLink(url=tracker.url, token=Secret(token)),
+    )
+    station = build_station(
+        settings, verifier=build_verifier(settings.keys),
+        slots=[ReaderSlot("pcsc:vpcd", open=lambda: PcscReader(name))], keep_results=True,
+    )
+    station.daemon.retry_initial = 0.1
+    station.daemon.retry_max = 0.5
+    bridge = VpcdBridge(card)
+    station.forwarder.start()
+    station.daemon.start()
+    yield station, bridge, card, tracker, pcscd
+    bridge.close()
+    station.shutdown(flush_timeout=3)
+    tracker.close()
+
+
+def wait_until(cond, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def tap(station, bridge, card, *, what: str = "taps") -> None:  # type: ignore[no-untyped-def]
+    stats = station.daemon.stats
+    before = getattr(stats, what)
+    bridge.insert(card)
+    assert wait_until(lambda: getattr(stats, what) > before), f"no {what} seen"
+    bridge.remove()
+    time.sleep(0.5)  # pcscd notices the removal 80-280 ms later
+
+
+def test_tap_is_read_verified_recorded_and_a_rollback_refused(rig) -> None:  # type: ignore[no-untyped-def]
+    from station.ntag424.card import EmulatedCard
+
+    station, bridge, card, tracker, _ = rig
+    saved = card.to_state()
+    tap(station, bridge, card)
+    tap(station, bridge, card)
+    # The same card with its counter rolled back (a cloned chip state): a replay.
+    rolled_back = EmulatedCard.from_state(saved)
+    tap(station, bridge, rolled_back)
+    assert station.forwarder.flush(10)
+    results = station.daemon.stats.results
+    assert [(r.outcome, r.reason) for r in results] == [
+        (ACCEPTED, None), (ACCEPTED, None), (REFUSED, REPLAY)]
+    assert all(r.apdus == 3 for r in results)
+    assert results[2].counter == results[0].counter
+    rows = tracker.taps()
+    assert [(t["outcome"], t["counter"]) for t in rows] == [
+        (r.outcome, r.counter) for r in results]
+    assert {t["uid"] for t in rows} == {UID.hex().upper()}
+
+
+def test_card_pulled_mid_read_and_foreign_card_record_nothing(rig) -> None:  # type: ignore[no-untyped-def]
+    station, bridge, card, tracker, _ = rig
+
+    class PulledDuringRead:
+        def transceive(self, apdu: bytes) -> bytes:
+            if apdu[1:2] == b"\xb0":  # READ BINARY: the card leaves before answering
+                threading.Thread(target=bridge.remove).start()
+                time.sleep(0.3)
+            return card.transceive(apdu)
+
+        def power_cycle(self) -> None:
+            card.power_cycle()
+
+    bridge.insert(PulledDuringRead())
+    assert wait_until(lambda: station.daemon.stats.removed_mid_read == 1), station.daemon.stats
+    time.sleep(0.5)
+    tap(station, bridge, ForeignCard(), what="unsupported")
+    tap(station, bridge, card)  # the daemon is still fine
+    assert station.forwarder.flush(10)
+    assert [t["outcome"] for t in tracker.taps()] == [ACCEPTED]
+
+
+def test_pcscd_restarted_under_a_running_daemon(rig) -> None:  # type: ignore[no-untyped-def]
+    station, bridge, card, tracker, pcscd = rig
+    tap(station, bridge, card)
+    pcscd.restart()
+    vpcd_reader_name()
+    assert wait_until(lambda: station.daemon.slots[0].down_since is None, 20)
+    tap(station, bridge, card)
+    assert station.forwarder.flush(10)
+    assert [t["outcome"] for t in tracker.taps()] == [ACCEPTED, ACCEPTED]
