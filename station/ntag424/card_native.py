@@ -53,8 +53,9 @@ from station.ntag424.card_status import (
 
 MAX_FRAME: Final = 256  # short Le: at most 256 response bytes per frame, SM included
 # GetVersion part 3 after the UID: BatchNo (4), BatchNo/FabKey, FabKey/CWProd, YearProd.
-# Arbitrary production data of this emulator (week 20 of 2025), not a real batch.
-PRODUCTION_DATA: Final = bytes.fromhex("00000000" "00" "14" "25")
+# Arbitrary production data of this emulator (week 20 of 2025, BCD coded as the datasheet
+# says), not a real batch.
+PRODUCTION_DATA: Final = bytes.fromhex("00000000" "00" "20" "25")
 SW_VERSION: Final = bytes.fromhex("04040201021105")
 _SET_CONFIG_LENGTHS: Final = {0x00: 1, 0x04: 2, 0x05: 10, 0x0A: 5, 0x0B: 1}
 

@@ -126,8 +126,8 @@ class VersionInfo:
     sw: bytes
     uid: bytes
     batch: bytes
-    production_week: int
-    production_year: int
+    production_week: int  # calendar week, decoded from BCD (low 7 bits; bit 7 is FabKey)
+    production_year: int  # four-digit year, decoded from BCD
     fab_key_id: int | None
 
     @property
@@ -166,6 +166,11 @@ class VersionInfo:
         return self.uid == bytes(UID_LEN)
 
 
+def _bcd(value: int) -> int:
+    """GetVersion's CWProd and YearProd are BCD coded (datasheet §10.5.2: week 01h..52h)."""
+    return (value >> 4) * 10 + (value & 0x0F)
+
+
 def parse_version(frames: tuple[bytes, bytes, bytes]) -> VersionInfo:
     hw, sw, part3 = frames
     if len(hw) != 7 or len(sw) != 7 or len(part3) not in (14, 15):
@@ -175,8 +180,8 @@ def parse_version(frames: tuple[bytes, bytes, bytes]) -> VersionInfo:
         sw=sw,
         uid=part3[0:7],
         batch=part3[7:12],
-        production_week=part3[12],
-        production_year=part3[13],
+        production_week=_bcd(part3[12] & 0x7F),
+        production_year=2000 + _bcd(part3[13]),
         fab_key_id=part3[14] if len(part3) == 15 else None,
     )
 

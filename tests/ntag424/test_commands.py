@@ -296,7 +296,7 @@ def test_get_version_chains_three_frames() -> None:
     assert v.uid == h("04958CAA5C5E80")
     assert v.vendor_id == 0x04
     assert v.hw_version == (0x30, 0x00)
-    assert v.production_week == 0x20 and v.production_year == 0x21
+    assert v.production_week == 20 and v.production_year == 2021  # BCD 20h, 21h
     assert v.fab_key_id is None
     assert v.looks_like_ntag424_dna
     assert not v.random_uid
@@ -384,3 +384,16 @@ def test_file_settings_round_trip(
     assert FileSettings.parse_change_payload(fs.change_payload()) == FileSettings(
         comm_mode=comm, access=access, sdm=sdm
     )
+
+
+def test_get_version_production_date_is_bcd() -> None:
+    """Week and year of production are BCD (datasheet §10.5.2 lists the week as 01h..52h)."""
+    from station.ntag424.commands import parse_version
+
+    hw = bytes.fromhex("04040230001105")
+    sw = bytes.fromhex("04040201021105")
+    # UID, BatchNo || FabKey bits, then FabKey bit 7 set + week 52h, year 19h
+    part3 = bytes.fromhex("04C767F2066180" "CF39A9F4D0" "D2" "19")
+    info = parse_version((hw, sw, part3))
+    assert info.production_week == 52
+    assert info.production_year == 2019
