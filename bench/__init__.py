@@ -16,12 +16,15 @@ a smaller, faster run. Speed lives here, never in tests.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
-from collections.abc import Iterable, Mapping
+import resource
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-__all__ = ["available", "format_table", "load"]
+__all__ = ["available", "format_table", "latency_row", "load", "peak_kib", "quick", "rss_kib"]
 
 
 def available() -> list[str]:
@@ -34,6 +37,49 @@ def load(name: str) -> ModuleType:
     if not callable(getattr(module, "run", None)):
         raise LookupError(f"bench/{name}.py has no run() function")
     return module
+
+
+# -- helpers the benchmark modules share ------------------------------------------------------
+
+
+def quick() -> bool:
+    """``BENCH_QUICK=1``: the caller asked for a smaller, faster run."""
+    return os.environ.get("BENCH_QUICK") == "1"
+
+
+def latency_row(case: str, samples: Sequence[float], detail: str, **extra: Any) -> dict[str, Any]:
+    """A latency row from samples in seconds: median, p95 and p99 in milliseconds."""
+    ordered = sorted(samples)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+    return {
+        "case": case,
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p95_ms": pct(0.95),
+        "p99_ms": round(pct(0.99), 3),
+        "n": len(ordered),
+        "detail": detail,
+        **extra,
+    }
+
+
+def peak_kib() -> int:
+    """Peak resident set size of this process (KiB on Linux)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def rss_kib() -> int:
+    """Current resident set size (Linux ``VmRSS``); falls back to the peak elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return peak_kib()
 
 
 def _figure(row: Mapping[str, Any]) -> str:

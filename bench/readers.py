@@ -20,39 +20,19 @@ from __future__ import annotations
 
 import os
 import socket
-import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import latency_row, quick
+
 REPO = Path(__file__).resolve().parent.parent
 UID = bytes.fromhex("04BE0C4A7E5180")
 GET_UID = bytes.fromhex("FFCA000000")
 VPCD_SLOT = "Virtual PCD 00 01"  # vpcd's second slot: the first one belongs to the e2e tests
 VPCD_PORT = 35964
-
-
-def _quick() -> bool:
-    return os.environ.get("BENCH_QUICK") == "1"
-
-
-def _latency_row(case: str, samples: list[float], detail: str, **extra: Any) -> dict[str, Any]:
-    ordered = sorted(samples)
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
-
-    return {
-        "case": case,
-        "p50_ms": statistics.median(ordered) * 1000,
-        "p95_ms": pct(0.95),
-        "p99_ms": round(pct(0.99), 3),
-        "n": len(ordered),
-        "detail": detail,
-        **extra,
-    }
 
 
 def _skipped(case: str, why: str) -> dict[str, Any]:
@@ -142,7 +122,7 @@ def _measure_pcsc(n_apdu: int, n_read: int) -> list[dict[str, Any]]:
     try:
         reader.wait_for_removal(5.0)  # a card left by someone else must be gone first
         detect = []
-        for _ in range(3 if _quick() else 6):
+        for _ in range(3 if quick() else 6):
             started = time.perf_counter()
             bridge.insert()
             link = reader.wait_for_card(5.0)
@@ -157,7 +137,7 @@ def _measure_pcsc(n_apdu: int, n_read: int) -> list[dict[str, Any]]:
         if link is None:
             raise TimeoutError("the vpcd card never appeared")
         rows.append(
-            _latency_row(
+            latency_row(
                 "APDU round trip, pcscd+vpcd",
                 _time(lambda: link.transceive(GET_UID), n_apdu),
                 "pyscard SCardTransmit → pcscd → vpcd TCP (TCP_QUICKACK) → EmulatedCard",
@@ -166,14 +146,14 @@ def _measure_pcsc(n_apdu: int, n_read: int) -> list[dict[str, Any]]:
         link.close()
         counter: list[int] = []
         rows.append(
-            _latency_row(
+            latency_row(
                 "SUN URL read from card present, pcscd+vpcd",
                 _time(_sun_read(reader, counter), n_read),
                 f"SCardConnect + read_sun_url + disconnect; {_apdus_detail(counter)}",
             )
         )
         rows.append(
-            _latency_row(
+            latency_row(
                 "card insert → reported present, pcscd+vpcd",
                 detect,
                 "vpcd polls every ~400 ms: a test-stack artefact, not tap latency",
@@ -209,7 +189,7 @@ def _nfcpy_rows(n_apdu: int, n_read: int) -> list[dict[str, Any]]:
         if link is None:
             return [_skipped("nfcpy udp", "the udp card was never activated")]
         rows.append(
-            _latency_row(
+            latency_row(
                 "APDU round trip, nfcpy udp",
                 _time(lambda: link.transceive(GET_UID), n_apdu),
                 "nfcpy Type4ATag.transceive → udp → ISO 14443-4 card thread → EmulatedCard",
@@ -217,7 +197,7 @@ def _nfcpy_rows(n_apdu: int, n_read: int) -> list[dict[str, Any]]:
         )
         counter: list[int] = []
         rows.append(
-            _latency_row(
+            latency_row(
                 "SUN URL read from card present, nfcpy udp",
                 _time(_sun_read(reader, counter), n_read),
                 f"sense + anticollision + RATS + read_sun_url; {_apdus_detail(counter)}",
@@ -236,7 +216,7 @@ def _emulated_rows(n_read: int) -> list[dict[str, Any]]:
     reader.present(_bolt_card())
     counter: list[int] = []
     return [
-        _latency_row(
+        latency_row(
             "SUN URL read from card present, in-process",
             _time(_sun_read(reader, counter), n_read),
             f"EmulatedReader, no transport: the card's own cost; {_apdus_detail(counter)}",
@@ -245,5 +225,5 @@ def _emulated_rows(n_read: int) -> list[dict[str, Any]]:
 
 
 def run() -> list[dict[str, Any]]:
-    n_apdu, n_read = (300, 60) if _quick() else (3000, 400)
+    n_apdu, n_read = (300, 60) if quick() else (3000, 400)
     return [*_pcsc_rows(n_apdu, n_read), *_nfcpy_rows(n_apdu, n_read), *_emulated_rows(n_read)]

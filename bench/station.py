@@ -17,8 +17,6 @@ Rows:
 
 from __future__ import annotations
 
-import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -26,32 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import latency_row, quick, rss_kib
+
 REPO = Path(__file__).resolve().parent.parent
 ISSUER = bytes.fromhex("00112233445566778899aabbccddeeff")
 UID = bytes.fromhex("04BE0C4A7E51D0")
 VPCD_SLOT = "Virtual PCD 00 00"
-
-
-def _quick() -> bool:
-    return os.environ.get("BENCH_QUICK") == "1"
-
-
-def _latency_row(case: str, samples: list[float], detail: str, **extra: Any) -> dict[str, Any]:
-    ordered = sorted(samples)
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
-
-    return {"case": case, "p50_ms": statistics.median(ordered) * 1000, "p95_ms": pct(0.95),
-            "p99_ms": round(pct(0.99), 3), "n": len(ordered), "detail": detail, **extra}
-
-
-def _rss_kb() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _card(tmp: Path, uid: bytes = UID) -> Any:
@@ -159,7 +137,7 @@ def _pcsc_rows(tmp: Path, n: int) -> list[dict[str, Any]]:
             forwarder.stop()
             outbox.close()
             recorder.close()
-            row = _latency_row(case, samples, f"target median <= 15 ms; {sorted(outcomes)}")
+            row = latency_row(case, samples, f"target median <= 15 ms; {sorted(outcomes)}")
             row["ok"] = row["p50_ms"] <= 15.0
             rows.append(row)
             if not any(r["case"] == "APDUs per tap (pcscd+vpcd)" for r in rows):
@@ -235,13 +213,13 @@ def _daemon_rows(tmp: Path, n_taps: int, direct: bool = True) -> list[dict[str, 
             return rows
         taps(100)
         station.forwarder.flush(60)
-        rss_100 = _rss_kb()
+        rss_100 = rss_kib()
         t0 = time.perf_counter()
         taps(n_taps - 100)
         elapsed = time.perf_counter() - t0
         flushed = station.forwarder.flush(120)
         t_all = time.perf_counter() - t0
-        rss_n = _rss_kb()
+        rss_n = rss_kib()
         rows.append({"case": "taps/s sustained by one daemon (emulated reader, direct db)",
                      "value": round((n_taps - 100) / elapsed, 1), "unit": "taps/s",
                      "detail": f"{n_taps - 100} taps; all in tracker db after "
@@ -260,7 +238,7 @@ def _daemon_rows(tmp: Path, n_taps: int, direct: bool = True) -> list[dict[str, 
 
 
 def run() -> list[dict[str, Any]]:
-    n_lat, n_taps = (100, 2_000) if _quick() else (500, 10_000)
+    n_lat, n_taps = (100, 2_000) if quick() else (500, 10_000)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-station-") as tmp:
         try:

@@ -16,7 +16,6 @@ Rows:
 
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import peak_kib, quick, rss_kib
 from station.ntag424.keys import KeyStore, derive_keys
 from station.ntag424.sun import (
     SunVerifier,
@@ -40,10 +40,6 @@ K1 = bytes.fromhex("0c3b25d92b38ae443229dd59ad34b85d")
 K2 = bytes.fromhex("b45775776cb224c75bcde7ca3704e933")
 ISSUER = bytes.fromhex("00000000000000000000000000000001")
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _quick() -> bool:
-    return os.environ.get("BENCH_QUICK") == "1"
 
 
 def _taps(k1: bytes, k2: bytes, count: int) -> list[str]:
@@ -208,22 +204,6 @@ def cli_batch(lines: int) -> list[dict[str, Any]]:
     ]
 
 
-def _peak_kib() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
-
-
-def _rss_kib() -> int:
-    """Current resident set size (Linux ``VmRSS``); falls back to the peak elsewhere."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return _peak_kib()
-
-
 def memory(total: int) -> list[dict[str, Any]]:
     urls = _taps(K1, K2, 1000)
     pairs = [(u[-51:-19], u[-16:]) for u in urls]
@@ -233,19 +213,19 @@ def memory(total: int) -> list[dict[str, Any]]:
     for _ in range(100):  # warm-up: 100,000
         for p, c in pairs:
             verify(p, c)
-    before, peak_before = _rss_kib(), _peak_kib()
+    before, peak_before = rss_kib(), peak_kib()
     for _ in range(total // len(pairs)):
         for p, c in pairs:
             verify(p, c)
-    growth = _rss_kib() - before
+    growth = rss_kib() - before
     rows.append(
         _row(
             f"RSS growth over {total:,} fast verifications",
             growth,
             "KiB",
             growth < 1024,
-            f"RSS {before / 1024:.1f} -> {_rss_kib() / 1024:.1f} MiB, peak "
-            f"{peak_before / 1024:.1f} -> {_peak_kib() / 1024:.1f} MiB; flat means < 1 MiB",
+            f"RSS {before / 1024:.1f} -> {rss_kib() / 1024:.1f} MiB, peak "
+            f"{peak_before / 1024:.1f} -> {peak_kib() / 1024:.1f} MiB; flat means < 1 MiB",
         )
     )
     # Key store: 6,000 distinct cards through a 4,096-entry K2 cache (evictions every lap),
@@ -262,12 +242,12 @@ def memory(total: int) -> list[dict[str, Any]]:
     for _ in range(2):  # warm-up: fill the cache and let the allocator settle
         for p, c in store_pairs:
             sverify(p, c)
-    before = _rss_kib()
+    before = rss_kib()
     laps = max(1, (total * 3 // 10) // cards)
     for _ in range(laps):
         for p, c in store_pairs:
             sverify(p, c)
-    growth = _rss_kib() - before
+    growth = rss_kib() - before
     rows.append(
         _row(
             f"RSS growth, key store, {laps * cards:,} taps of {cards:,} cards",
@@ -281,9 +261,9 @@ def memory(total: int) -> list[dict[str, Any]]:
 
 
 def run() -> list[dict[str, Any]]:
-    quick = _quick()
-    rows = memory(200_000 if quick else 1_000_000)  # first: a clean baseline
-    rows = in_process(1.0 if quick else 2.0) + cli_batch(50_000 if quick else 200_000) + rows
+    small = quick()
+    rows = memory(200_000 if small else 1_000_000)  # first: a clean baseline
+    rows = in_process(1.0 if small else 2.0) + cli_batch(50_000 if small else 200_000) + rows
     return rows
 
 

@@ -508,7 +508,7 @@ def _card_error(exc: Ntag424Error) -> str:
 @dataclass(frozen=True)
 class ProvisionResult:
     uid: bytes
-    url: str
+    url: str = field(repr=False)  # a fresh p/c: never in a log
     counter: int
     key_version: int
     card_keys: keys.KeySet = field(repr=False)

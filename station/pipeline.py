@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from threading import Lock
 from typing import Any, Protocol
@@ -106,7 +106,7 @@ class TapResult:
     host: str | None
     apdus: int
     ms: float
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)  # p/c: a spendable tap
     recorded: str = "no"  # no | spooled | delivered | conflict | blocked | rejected
     detail: str | None = None  # precise verifier reason, for the operator's log
 

@@ -2,6 +2,11 @@
 
 Each subcommand lives in its own module with a ``register(subparsers)`` function that adds its
 parser and sets ``func`` to a callable taking the parsed namespace and returning an exit code.
+Every run imports every subcommand module to build the parser, so those modules import only the
+standard library and :mod:`station.cli.options` at module level; the protocol core, readers,
+daemon and tracker are imported inside the handler that needs them. ``station sun verify
+--batch`` is a start-up-sensitive command (a shell loop can call it per URL), and
+``tests/cli/test_options.py`` keeps the parser free of heavy imports.
 Exit codes everywhere: 0 success, 1 a negative answer (invalid tap, failed check), 2 bad input,
 3 no card within the timeout, 4 an environment problem (reader, pcscd, tracker unreachable).
 """

@@ -17,12 +17,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from station.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_NEGATIVE, EXIT_OK
-from station.ntag424.card import EmulatedCard
-from station.ntag424.card_state import StateError, load_state, save_state
-from station.ntag424.errors import Ntag424Error
+
+if TYPE_CHECKING:
+    from station.ntag424.card import EmulatedCard
+
+# The card tools, flows and emulated card are imported inside the handlers: ``station``
+# start-up registers every subcommand, and most runs need none of them.
 
 _PROG = "station card emulate"
 _EMULATE_DESCRIPTION = """\
@@ -31,14 +34,6 @@ into the Bolt Card layout with the reader-side flows (the same code a merchant's
 on a real card), then taps it ``--taps`` times and prints each SUN URL. The state file holds
 the card's keys and counters; it is written atomically after every change, mode 0600."""
 DEFAULT_BASE_URL = "lnurlw://127.0.0.1:8000/boltcard"
-
-
-class _BadInput(Exception):
-    """One line for stderr, exit 2."""
-
-
-class _Environment(Exception):
-    """One line for stderr, exit 4."""
 
 
 def register(subparsers: Any) -> None:
@@ -69,25 +64,19 @@ def register(subparsers: Any) -> None:
     emulate.set_defaults(func=run_emulate)
 
 
-def _hex(value: str, option: str, size: int) -> bytes:
-    try:
-        data = bytes.fromhex(value.strip())
-    except ValueError:
-        raise _BadInput(f"{option} must be {2 * size} hex digits") from None
-    if len(data) != size:
-        raise _BadInput(f"{option} must be {2 * size} hex digits")
-    return data
-
-
 def _load_or_create(path: Path, uid_arg: str | None) -> tuple[EmulatedCard, bool]:
-    uid = _hex(uid_arg, "--uid", 7) if uid_arg is not None else None
+    from station import cardtools as ct
+    from station.ntag424.card import EmulatedCard
+    from station.ntag424.card_state import StateError, load_state, save_state
+
+    uid = ct.parse_hex(uid_arg, "--uid", 7) if uid_arg is not None else None
     if path.exists():
         try:
             card = EmulatedCard.from_state(load_state(path))
         except (StateError, OSError) as exc:
-            raise _BadInput(f"{path}: {exc}") from None
+            raise ct.BadInput(f"{path}: {exc}") from None
         if uid is not None and uid != card.uid:
-            raise _BadInput(f"{path} holds card {card.uid.hex().upper()}, not --uid {uid_arg}")
+            raise ct.BadInput(f"{path} holds card {card.uid.hex().upper()}, not --uid {uid_arg}")
         return card, False
     card = EmulatedCard.factory(uid=uid or b"\x04" + os.urandom(6))
     save_state(path, card.to_state())
@@ -100,78 +89,55 @@ def _is_blank(card: EmulatedCard) -> bool:
 
 
 def _provision(card: EmulatedCard, args: argparse.Namespace) -> str:
-    try:
-        from station.ntag424 import flows, keys, ndef
-    except ImportError as exc:
-        msg = f"cannot provision: the reader-side flows are missing ({exc.name})"
-        raise _Environment(msg) from None
-    template = args.url_template
-    if not template.startswith("lnurlw://"):
-        raise _BadInput("--url-template must start with lnurlw://")
-    if "p=" not in template:
-        template = ndef.bolt_card_template(template)
+    from station import cardtools as ct
+    from station.ntag424 import flows, keys
+    from station.ntag424.errors import Ntag424Error
+
+    template = ct.url_template(args.url_template)
     if args.issuer_key is not None:
-        key_set = keys.derive_keys(_hex(args.issuer_key, "--issuer-key", 16), card.uid)
+        key_set = keys.derive_keys(ct.parse_hex(args.issuer_key, "--issuer-key", 16), card.uid)
     elif args.keys_out is not None:
+        ct.check_keys_file(Path(args.keys_out))  # refuse before the card is written
         k0, k1, k2, k3, k4 = (os.urandom(16) for _ in range(5))
         key_set = keys.KeySet(k0, k1, k2, k3, k4)
     else:
-        raise _BadInput("the card is blank: give --issuer-key HEX or --keys-out FILE to provision")
-    if not 1 <= key_set.version <= 0xFF:
-        raise _BadInput("the key version must fit the card's one-byte key version (1..255)")
+        raise ct.BadInput(
+            "the card is blank: give --issuer-key HEX or --keys-out FILE to provision"
+        )
     try:
         report = flows.drive(
             flows.provision_bolt_card(template, key_set, os.urandom, key_version=key_set.version),
             card.transceive,
         )
     except Ntag424Error as exc:
-        raise _Refused(f"provisioning failed: {exc}") from None
+        raise ct.Refused(f"provisioning failed: {exc}") from None
     if args.keys_out is not None:
         entry = keys.new_bolt_card_response(key_set, template.split("?")[0])
         entry.update(uid=card.uid.hex(), version=key_set.version)
-        _add_to_keys_file(Path(args.keys_out), entry)
+        ct.add_to_keys_file(Path(args.keys_out), entry)
     return str(report.url)
 
 
-def _add_to_keys_file(path: Path, entry: dict[str, Any]) -> None:
-    """Add (or replace, by UID) one card in a station keys file ``{"cards": [...]}``.
-
-    Each entry is a ``new_bolt_card_response`` plus ``uid`` and ``version``, which is what
-    ``station sun verify --keys FILE`` reads. Written atomically, mode 0600: it holds keys.
-    """
-    cards: list[Any] = []
-    if path.exists():
-        try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise _BadInput(f"--keys-out {path}: cannot read the existing file ({exc})") from None
-        if not isinstance(existing, dict) or not isinstance(existing.get("cards"), list):
-            raise _BadInput(f'--keys-out {path}: not a keys file with a "cards" list')
-        cards = [c for c in existing["cards"] if str(c.get("uid", "")).lower() != entry["uid"]]
-    save_state(path, {"cards": [*cards, entry]})
-
-
-class _Refused(Exception):
-    """The card said no: one line for stderr, exit 1."""
-
-
 def _tap(card: EmulatedCard) -> str:
-    try:
-        from station.ntag424 import flows
-    except ImportError as exc:
-        raise _Environment(f"cannot tap: the reader-side flows are missing ({exc.name})") from None
+    from station import cardtools as ct
+    from station.ntag424 import flows
+    from station.ntag424.errors import Ntag424Error
+
     card.power_cycle()  # a tap is a fresh field
     try:
         return str(flows.drive(flows.read_sun_url(), card.transceive))
     except Ntag424Error as exc:
-        raise _Refused(f"tap failed: {exc}") from None
+        raise ct.Refused(f"tap failed: {exc}") from None
 
 
 def run_emulate(args: argparse.Namespace) -> int:
-    path = Path(args.state)
-    try:
+    def body() -> int:
+        from station import cardtools as ct
+        from station.ntag424.card_state import save_state
+
+        path = Path(args.state)
         if args.taps < 0:
-            raise _BadInput("--taps must be 0 or more")
+            raise ct.BadInput("--taps must be 0 or more")
         card, created = _load_or_create(path, args.uid)
         provisioned = False
         if _is_blank(card):
@@ -187,16 +153,9 @@ def run_emulate(args: argparse.Namespace) -> int:
             save_state(path, card.to_state())  # the counter survives a crash after this line
             _emit(args, {"event": "tap", "tap": n, "url": url,
                          "counter": card.sdm_read_counter()}, text=url)
-    except _BadInput as exc:
-        print(f"{_PROG}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except _Refused as exc:
-        print(f"{_PROG}: {exc}", file=sys.stderr)
-        return EXIT_NEGATIVE
-    except _Environment as exc:
-        print(f"{_PROG}: {exc}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
-    return EXIT_OK
+        return EXIT_OK
+
+    return _run_tool(_PROG, body)
 
 
 def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str | None = None) -> None:
@@ -237,6 +196,11 @@ def _issuer_options(group: Any) -> None:
     group.add_argument("--issuer-key", metavar="HEX", help="derive Bolt Card keys from this key")
 
 
+def _version_option(parser: Any) -> None:
+    parser.add_argument("--version", type=int, default=None, metavar="N",
+                        help="key version of --issuer-key keys (default 1)")
+
+
 def _register_tools(actions: Any) -> None:
     check = actions.add_parser(
         "check",
@@ -249,8 +213,7 @@ def _register_tools(actions: Any) -> None:
     _common_options(check)
     k = check.add_argument_group("keys (any of)")
     _issuer_options(k)
-    k.add_argument("--version", type=int, default=None, metavar="N",
-                   help="key version of --issuer-key keys (default 1)")
+    _version_option(k)
     k.add_argument("--keys", metavar="FILE", help='station keys file ({"cards": [...]})')
     k.add_argument("--k1", metavar="HEX", help="SDM meta read key (decrypts p)")
     k.add_argument("--k2", metavar="HEX", help="SDM file read key (checks c)")
@@ -277,8 +240,7 @@ def _register_tools(actions: Any) -> None:
     src = prov.add_mutually_exclusive_group(required=True)
     _issuer_options(src)
     src.add_argument("--keys-json", metavar="FILE", help="a new_bolt_card_response JSON file")
-    prov.add_argument("--version", type=int, default=None, metavar="N",
-                      help="key version for --issuer-key keys (default 1)")
+    _version_option(prov)
     prov.add_argument("--keys-out", metavar="FILE",
                       help="add the card's keys to this station keys file (mode 0600)")
     prov.add_argument("--print-keys", action="store_true",
@@ -296,8 +258,7 @@ def _register_tools(actions: Any) -> None:
     src.add_argument("--keys-json", metavar="FILE", help="a new_bolt_card_response JSON file")
     _issuer_options(src)
     src.add_argument("--wipe-json", metavar="FILE", help='a wipe JSON ({"action": "wipe", ...})')
-    wipe.add_argument("--version", type=int, default=None, metavar="N",
-                      help="key version for --issuer-key keys (default 1)")
+    _version_option(wipe)
     wipe.set_defaults(func=run_wipe)
 
 
@@ -316,11 +277,18 @@ def _choice(args: argparse.Namespace, *, create: bool = False) -> Any:
 
 
 def _version(args: argparse.Namespace) -> int:
-    from station.cardtools import BadInput, check_key_version
+    """The key version of ``--issuer-key`` keys (default 1); see :func:`_check_version_option`."""
+    from station.cardtools import check_key_version
+
+    return check_key_version(1 if args.version is None else args.version)
+
+
+def _check_version_option(args: argparse.Namespace) -> None:
+    """``--version`` only says which issuer-derived keys to use: refuse it on its own."""
+    from station.cardtools import BadInput
 
     if args.version is not None and args.issuer_key is None:
         raise BadInput("--version applies to --issuer-key keys only")
-    return check_key_version(1 if args.version is None else args.version)
 
 
 def _check_sources(args: argparse.Namespace) -> Any:
@@ -328,6 +296,7 @@ def _check_sources(args: argparse.Namespace) -> Any:
 
     if (args.k1 is None) != (args.k2 is None):
         raise ct.BadInput("give --k1 and --k2 together")
+    _check_version_option(args)
     issuer = None if args.issuer_key is None else ct.parse_hex(args.issuer_key, "--issuer-key", 16)
     if args.keys is not None:
         version = None if args.version is None else _version(args)
@@ -336,8 +305,6 @@ def _check_sources(args: argparse.Namespace) -> Any:
         if args.k1 is not None:
             raise ct.BadInput("give either --issuer-key/--keys or --k1/--k2, not both")
         return ct.KeySource(store=ct.issuer_store(issuer, _version(args)))
-    if args.version is not None:
-        raise ct.BadInput("--version applies to --issuer-key keys only")
     if args.k1 is not None:
         k1 = ct.parse_hex(args.k1, "--k1", 16)
         k2 = ct.parse_hex(args.k2, "--k2", 16)
@@ -423,6 +390,7 @@ def run_provision(args: argparse.Namespace) -> int:
         from station.ntag424 import keys
 
         choice = _choice(args, create=True)
+        _check_version_option(args)
         template = ct.url_template(args.url_template)
         card_keys: Any
         if args.issuer_key is not None:
@@ -432,8 +400,6 @@ def run_provision(args: argparse.Namespace) -> int:
             def card_keys(uid: bytes) -> keys.KeySet:
                 return keys.derive_keys(issuer, uid, version)
         else:
-            if args.version is not None:
-                raise ct.BadInput("--version applies to --issuer-key keys only")
             card_keys = ct.load_program(Path(args.keys_json)).keys
             version = ct.check_key_version(card_keys.version)
         if args.keys_out is not None:
@@ -459,11 +425,10 @@ def run_wipe(args: argparse.Namespace) -> int:
         from station import cardtools as ct
 
         choice = _choice(args)
+        _check_version_option(args)
         if args.issuer_key is not None:
             issuer = ct.parse_hex(args.issuer_key, "--issuer-key", 16)
             source = ct.KeySource(store=ct.issuer_store(issuer, _version(args)))
-        elif args.version is not None:
-            raise ct.BadInput("--version applies to --issuer-key keys only")
         elif args.keys_json is not None:
             source = ct.KeySource(fixed=ct.load_program(Path(args.keys_json)).keys)
         else:

@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
-import random
-import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from station.cli import EXIT_ENVIRONMENT, EXIT_OK
 
-log = logging.getLogger("station.demo")
+if TYPE_CHECKING:
+    import random
+
+# socket, threading, random and logging are imported where they are used: ``station`` start-up
+# registers every subcommand, and only ``station demo`` needs them.
 
 # A fixed, public demo issuer key: NEVER use it for real cards.
 DEMO_ISSUER_KEY = bytes.fromhex("de30de30de30de30de30de30de30de30")
@@ -115,6 +115,8 @@ def forge(url: str) -> str:
 
 
 def _port_free(port: int) -> bool:
+    import socket
+
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -124,6 +126,8 @@ def _port_free(port: int) -> bool:
 
 
 def _free_port() -> int:
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -160,6 +164,8 @@ def prepare_tracker(state_dir: Path) -> tuple[Any, Any, str, str]:
 
 @contextlib.contextmanager
 def serve_tracker(settings: Any, engine: Any, port: int) -> Iterator[str]:
+    import threading
+
     import uvicorn
 
     from tracker.web.app import create_app
@@ -190,6 +196,9 @@ class Scheduler:
 
     def __init__(self, reader: Any, cards: list[tuple[Any, Path]], interval: float,
                  rng: random.Random | None = None) -> None:
+        import random
+        import threading
+
         self.reader = reader
         self.cards = cards
         self.interval = interval
@@ -236,22 +245,26 @@ class Scheduler:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import logging
+    import threading
+
     from station.daemon import ReaderSlot, build_station, run_station, setup_logging
     from station.readers.emulated import EmulatedReader
     from station.settings import KeySettings, Secret, StationSettings, TrackerLink
 
-    setup_logging(args.log_format)
-    for noisy in ("uvicorn.error", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    def quiet_logging() -> None:
+        setup_logging(args.log_format)
+        for noisy in ("uvicorn.error", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    quiet_logging()
     state_dir: Path = args.dir
     try:
         tracker_settings, engine, password, token = prepare_tracker(state_dir)
     except ImportError as exc:
         print(f"station demo: the tracker is not installed: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT
-    setup_logging(args.log_format)  # alembic's env reconfigures logging while migrating
-    for noisy in ("uvicorn.error", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_logging()  # alembic's env reconfigures logging while migrating
     port = args.port
     if port == 0 or not _port_free(port):
         port = _free_port()

@@ -12,20 +12,9 @@ import sys
 from typing import Any
 
 from station.cli import EXIT_BAD_INPUT, EXIT_OK
-from station.ntag424.errors import UsageError
-from station.ntag424.keys import (
-    DEFAULT_VERSION,
-    card_id,
-    derive_keys,
-    new_bolt_card_response,
-    wipe_json,
-)
+from station.cli.options import DEFAULT_KEY_VERSION, BadInput, hex_arg, key_arg, version_arg
 
 _PROG = "station keys derive"
-
-
-class _BadInput(Exception):
-    pass
 
 
 def register(subparsers: Any) -> None:
@@ -43,7 +32,9 @@ def register(subparsers: Any) -> None:
     )
     derive.add_argument("--issuer-key", required=True, metavar="HEX", help="16-byte issuer key")
     derive.add_argument("--uid", required=True, metavar="HEX", help="7-byte card UID")
-    derive.add_argument("--version", metavar="N", help=f"key version (default {DEFAULT_VERSION})")
+    derive.add_argument(
+        "--version", metavar="N", help=f"key version (default {DEFAULT_KEY_VERSION})"
+    )
     derive.add_argument(
         "--format",
         choices=("keys", "new-bolt-card-response", "wipe"),
@@ -55,30 +46,21 @@ def register(subparsers: Any) -> None:
     derive.set_defaults(func=run_derive)
 
 
-def _hex_arg(value: str, option: str, size: int) -> bytes:
-    text = value.strip()
-    try:
-        data = bytes.fromhex(text)
-    except ValueError:
-        raise _BadInput(f"{option} must be {2 * size} hex digits") from None
-    if len(text) != 2 * size or len(data) != size:
-        raise _BadInput(f"{option} must be {2 * size} hex digits")
-    return data
-
-
 def run_derive(args: argparse.Namespace) -> int:
+    # Imported here, not at module level: ``station`` start-up registers every subcommand.
+    from station.ntag424.errors import UsageError
+    from station.ntag424.keys import card_id, derive_keys, new_bolt_card_response, wipe_json
+
     try:
-        issuer = _hex_arg(args.issuer_key, "--issuer-key", 16)
-        uid = _hex_arg(args.uid, "--uid", 7)
-        version = DEFAULT_VERSION
-        if args.version is not None:
-            if not args.version.isdigit() or int(args.version) > 0xFFFFFFFF:
-                raise _BadInput("--version must be an integer 0..4294967295")
-            version = int(args.version)
+        issuer = key_arg(args.issuer_key, "--issuer-key")
+        uid = hex_arg(args.uid, "--uid", 7)
+        version = version_arg(args.version)
+        if version is None:
+            version = DEFAULT_KEY_VERSION
         keys = derive_keys(issuer, uid, version)
         if args.format == "new-bolt-card-response":
             if not args.lnurlw:
-                raise _BadInput("--format new-bolt-card-response needs --lnurlw URL")
+                raise BadInput("--format new-bolt-card-response needs --lnurlw URL")
             out: dict[str, Any] = new_bolt_card_response(keys, args.lnurlw, args.card_name)
         elif args.format == "wipe":
             out = wipe_json(keys)
@@ -89,7 +71,7 @@ def run_derive(args: argparse.Namespace) -> int:
                 "id": card_id(issuer, uid).hex(),
                 **keys.as_hex(),
             }
-    except (_BadInput, UsageError) as exc:
+    except (BadInput, UsageError) as exc:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(json.dumps(out))

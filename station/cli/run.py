@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from station.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_NEGATIVE, EXIT_NO_CARD, EXIT_OK
-
-log = logging.getLogger("station.cli.run")
+from station.cli.options import BadInput, key_arg
 
 
 def register(subparsers: Any) -> None:
@@ -76,41 +74,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- station read ---------------------------------------------------------------------------------
 
 
-class _BadInput(Exception):
-    pass
-
-
-def _key(name: str, value: str) -> bytes:
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raise _BadInput(f"{name} must be 32 hex digits") from None
-    if len(raw) != 16:
-        raise _BadInput(f"{name} must be 32 hex digits (16 bytes)")
-    return raw
-
-
 def _verifier(args: argparse.Namespace) -> Any:
     from station.pipeline import StaticKeysVerifier, build_verifier
     from station.settings import KeySettings, Secret
 
     if args.k1 or args.k2:
         if not (args.k1 and args.k2):
-            raise _BadInput("--k1 and --k2 go together")
+            raise BadInput("--k1 and --k2 go together")
         if args.issuer_key or args.keys:
-            raise _BadInput("give either --k1/--k2, or --issuer-key and/or --keys")
-        return StaticKeysVerifier(_key("--k1", args.k1), _key("--k2", args.k2))
+            raise BadInput("give either --k1/--k2, or --issuer-key and/or --keys")
+        return StaticKeysVerifier(key_arg(args.k1, "--k1"), key_arg(args.k2, "--k2"))
     if not (args.issuer_key or args.keys):
-        raise _BadInput("give the card keys: --k1/--k2, --issuer-key or --keys FILE")
+        raise BadInput("give the card keys: --k1/--k2, --issuer-key or --keys FILE")
     if args.keys is not None and not args.keys.is_file():
-        raise _BadInput(f"keys file {args.keys} does not exist")
-    issuer = Secret(_key("--issuer-key", args.issuer_key).hex()) if args.issuer_key else None
+        raise BadInput(f"keys file {args.keys} does not exist")
+    issuer = Secret(key_arg(args.issuer_key, "--issuer-key").hex()) if args.issuer_key else None
     try:
         return build_verifier(
             KeySettings(keys_file=args.keys, issuer_key=issuer, issuer_key_version=args.version)
         )
     except (ValueError, OSError) as exc:
-        raise _BadInput(f"cannot load keys: {exc}") from None
+        raise BadInput(f"cannot load keys: {exc}") from None
 
 
 def _open_reader(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -139,12 +123,12 @@ def cmd_read(args: argparse.Namespace) -> int:
     try:
         verifier = _verifier(args)
         if args.timeout < 0:
-            raise _BadInput("--timeout must not be negative")
+            raise BadInput("--timeout must not be negative")
         if args.card_state is not None and args.backend != "emulated":
-            raise _BadInput("--card-state needs --backend emulated")
+            raise BadInput("--card-state needs --backend emulated")
         if args.card_state is not None and not args.card_state.is_file():
-            raise _BadInput(f"card state file {args.card_state} does not exist")
-    except _BadInput as exc:
+            raise BadInput(f"card state file {args.card_state} does not exist")
+    except BadInput as exc:
         print(f"station read: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -15,24 +15,23 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from station.cli import EXIT_BAD_INPUT, EXIT_NEGATIVE, EXIT_OK
-from station.ntag424.errors import InvalidTap, MalformedInput, UsageError
-from station.ntag424.keys import DEFAULT_VERSION, KeyStore
-from station.ntag424.sun import SunParams, SunVerifier, parse_sun_url, split_bolt_url
+from station.cli.options import DEFAULT_KEY_VERSION, BadInput, key_arg, version_arg
+
+if TYPE_CHECKING:
+    from station.ntag424.sun import SunParams
+
+# The protocol core (keys, sun, errors) is imported inside the functions that use it, and
+# _Keys is a NamedTuple rather than a dataclass: ``station`` start-up registers every
+# subcommand, and only a run of this one needs any of that.
 
 _PROG = "station sun verify"
 _CHUNK = 1 << 16
 
 
-class _BadInput(Exception):
-    """A one-line message for stderr, exit 2."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Keys:
+class _Keys(NamedTuple):
     """What the verify loop needs, whichever key option was given."""
 
     fast: Callable[[str, str], tuple[bytes, int]]
@@ -65,7 +64,7 @@ def register(subparsers: Any) -> None:
         "--version",
         type=str,
         metavar="N",
-        help=f"key version for --issuer-key (default {DEFAULT_VERSION}, or the keys file's)",
+        help=f"key version for --issuer-key (default {DEFAULT_KEY_VERSION}, or the keys file's)",
     )
     verify.add_argument("--keys", metavar="FILE", help="per-card keys file (JSON)")
     verify.add_argument(
@@ -76,26 +75,6 @@ def register(subparsers: Any) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Options
-
-
-def _key_arg(value: str, option: str) -> bytes:
-    """Decode a 16-byte key option; the message never repeats the value (it is a secret)."""
-    text = value.strip()
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise _BadInput(f"{option} must be 32 hex digits") from None
-    if len(text) != 32 or len(key) != 16:
-        raise _BadInput(f"{option} must be 32 hex digits")
-    return key
-
-
-def _version_arg(value: str | None) -> int | None:
-    if value is None:
-        return None
-    if not value.isdigit() or int(value) > 0xFFFFFFFF:
-        raise _BadInput("--version must be an integer 0..4294967295")
-    return int(value)
 
 
 def _result_fields(
@@ -111,19 +90,22 @@ def _result_fields(
 
 
 def _build_keys(args: argparse.Namespace) -> _Keys:
+    from station.ntag424.errors import UsageError
+    from station.ntag424.sun import SunVerifier
+
     pair = args.k1 is not None or args.k2 is not None
     store = args.issuer_key is not None or args.keys is not None
     if pair and store:
-        raise _BadInput("use either --k1/--k2 or --issuer-key/--keys, not both")
+        raise BadInput("use either --k1/--k2 or --issuer-key/--keys, not both")
     if not pair and not store:
-        raise _BadInput("keys needed: --k1 HEX --k2 HEX, --issuer-key HEX, or --keys FILE")
-    version = _version_arg(args.version)
+        raise BadInput("keys needed: --k1 HEX --k2 HEX, --issuer-key HEX, or --keys FILE")
+    version = version_arg(args.version)
     if pair:
         if args.k1 is None or args.k2 is None:
-            raise _BadInput("--k1 and --k2 go together")
+            raise BadInput("--k1 and --k2 go together")
         if version is not None:
-            raise _BadInput("--version only applies to --issuer-key")
-        verifier = SunVerifier(_key_arg(args.k1, "--k1"), _key_arg(args.k2, "--k2"))
+            raise BadInput("--version only applies to --issuer-key")
+        verifier = SunVerifier(key_arg(args.k1, "--k1"), key_arg(args.k2, "--k2"))
 
         def full_pair(params: SunParams) -> dict[str, Any]:
             r = verifier.verify(params)
@@ -131,15 +113,19 @@ def _build_keys(args: argparse.Namespace) -> _Keys:
 
         return _Keys(fast=verifier.verify_bolt_hex, full=full_pair)
 
-    issuer = None if args.issuer_key is None else _key_arg(args.issuer_key, "--issuer-key")
+    from station.ntag424.keys import KeyStore  # only key stores need key derivation
+
+    issuer = None if args.issuer_key is None else key_arg(args.issuer_key, "--issuer-key")
     try:
         if args.keys is not None:
             keystore = KeyStore.from_file(args.keys, issuer_key=issuer, issuer_version=version)
         else:
             assert issuer is not None
-            keystore = KeyStore(issuer_key=issuer, issuer_version=version or DEFAULT_VERSION)
+            if version is None:
+                version = DEFAULT_KEY_VERSION  # not ``version or …``: 0 is a key version too
+            keystore = KeyStore(issuer_key=issuer, issuer_version=version)
     except UsageError as exc:  # MalformedInput included
-        raise _BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from None
 
     def full_store(params: SunParams) -> dict[str, Any]:
         m = keystore.verify(params)
@@ -164,16 +150,19 @@ def _read_single_url(arg: str | None) -> str:
     try:
         text = sys.stdin.read()
     except (UnicodeDecodeError, OSError):
-        raise _BadInput("could not read a URL from stdin") from None
+        raise BadInput("could not read a URL from stdin") from None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        raise _BadInput("no URL given (argument or stdin)")
+        raise BadInput("no URL given (argument or stdin)")
     if len(lines) > 1:
-        raise _BadInput("several URLs on stdin; use --batch")
+        raise BadInput("several URLs on stdin; use --batch")
     return lines[0]
 
 
 def _verify_one(keys: _Keys, url: str) -> int:
+    from station.ntag424.errors import InvalidTap, MalformedInput
+    from station.ntag424.sun import parse_sun_url
+
     try:
         params = parse_sun_url(url)
         fields = keys.full(params)
@@ -181,7 +170,7 @@ def _verify_one(keys: _Keys, url: str) -> int:
         print(json.dumps({"valid": False, "reason": exc.reason}))
         return EXIT_NEGATIVE
     except MalformedInput as exc:
-        raise _BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from None
     print(json.dumps(fields))
     return EXIT_OK
 
@@ -201,6 +190,9 @@ def _run_batch(keys: _Keys) -> int:
     verdicts (property-tested) and the precise message. Valid lines are formatted by hand (UID
     hex and an integer never need escaping); reasons are JSON-encoded.
     """
+    from station.ntag424.errors import InvalidTap, MalformedInput
+    from station.ntag424.sun import parse_sun_url, split_bolt_url
+
     fast = keys.fast
     full = keys.full
     invalid_cache: dict[str, str] = {}
@@ -297,10 +289,10 @@ def run_verify(args: argparse.Namespace) -> int:
         keys = _build_keys(args)
         if args.batch:
             if args.url is not None and args.url != "-":
-                raise _BadInput("--batch reads URLs from stdin; drop the URL argument")
+                raise BadInput("--batch reads URLs from stdin; drop the URL argument")
             return _run_batch(keys)
         return _verify_one(keys, _read_single_url(args.url))
-    except _BadInput as exc:
+    except BadInput as exc:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:

@@ -127,11 +127,6 @@ class MemoryError_(CardError):
     advice = "the card failed to write; it may be worn out"
 
 
-class CounterLimitReached(CardError):
-    meaning = "SDM read counter limit reached"
-    advice = "the card's SDMReadCtrLimit is exhausted; it needs re-provisioning"
-
-
 _BY_SW: dict[int, type[CardError]] = {
     0x91AE: AuthenticationError,
     0x919D: PermissionDenied,

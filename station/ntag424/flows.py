@@ -192,7 +192,7 @@ def template_of(url: str, picc_param: str = "p", mac_param: str = "c") -> str:
 @dataclass(frozen=True)
 class ProvisionReport:
     uid: bytes
-    url: str
+    url: str = field(repr=False)  # holds a fresh p/c: a spendable tap, never in a log
     counter: int
     layout: BoltCardLayout
     file_settings: FileSettings
@@ -328,7 +328,7 @@ class CardReport:
     version: cmd.VersionInfo | None = None
     signature_valid: bool | None = None
     ndef_settings: FileSettings | None = None
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)  # a fresh p/c: never in a log
     key_versions: dict[int, int] = field(default_factory=dict)
     factory_keys: dict[int, bool] = field(default_factory=dict)
     sun_uid: bytes | None = None

@@ -90,15 +90,19 @@ _SV_HEADER: Final = b"\x00\x01\x00\x80"
 
 @dataclass(frozen=True, slots=True)
 class SunParams:
-    """What a SUN URL carries, decoded from hex but not yet verified."""
+    """What a SUN URL carries, decoded from hex but not yet verified.
 
-    picc_enc_data: bytes
+    ``repr`` shows no value: a fresh p/c pair is a spendable tap, and reprs end up in logs and
+    tracebacks.
+    """
+
+    picc_enc_data: bytes = field(repr=False)
     """Encrypted PICCData (16 bytes in AES mode)."""
-    sdmmac: bytes
+    sdmmac: bytes = field(repr=False)
     """The 8-byte truncated SDMMAC from the URL."""
-    enc_file_data: bytes | None = None
+    enc_file_data: bytes | None = field(default=None, repr=False)
     """Encrypted SDMENCFileData (a multiple of 16 bytes) when the URL mirrors it."""
-    mac_input: bytes = b""
+    mac_input: bytes = field(default=b"", repr=False)
     """The ASCII text the card MACed: empty for Bolt Cards, ``"<ENC>&cmac="`` with ``enc``."""
 
     def __post_init__(self) -> None:
@@ -291,7 +295,13 @@ def verify_sun_reference(params: SunParams, k_meta: bytes, k_file: bytes) -> Sun
     expected = crypto.mact(ses_mac, params.mac_input)
     if not hmac.compare_digest(expected, params.sdmmac):
         raise InvalidTap("cmac mismatch")
-    # From here on UID and counter are authentic.
+    return _authentic_result(tag, uid, ctr_le, ses_enc, params)
+
+
+def _authentic_result(
+    tag: int, uid: bytes | None, ctr_le: bytes | None, ses_enc: bytes, params: SunParams
+) -> SunResult:
+    """The verified tap, built only after the SDMMAC matched: UID and counter are authentic."""
     enc_plain: bytes | None = None
     if params.enc_file_data is not None:
         if ctr_le is None or uid is None:
@@ -395,20 +405,10 @@ class SunVerifier:
     thread-safe (the cached contexts are shared): give each thread its own verifier.
     """
 
-    __slots__ = ("_dec", "_enc", "_file", "_holder", "_meta", "_sv_xor")
+    __slots__ = ("_dec", "_enc", "_file", "_holder", "_sv_xor")
 
     def __init__(self, k_meta: bytes, k_file: bytes) -> None:
-        self._bind(MetaReadKey(k_meta), FileReadKey(k_file))
-
-    @classmethod
-    def from_contexts(cls, meta: MetaReadKey, file: FileReadKey) -> SunVerifier:
-        """Share already-built key contexts (a key store reuses one K1 for many cards)."""
-        self = cls.__new__(cls)
-        self._bind(meta, file)
-        return self
-
-    def _bind(self, meta: MetaReadKey, file: FileReadKey) -> None:
-        self._meta = meta
+        meta, file = MetaReadKey(k_meta), FileReadKey(k_file)
         self._file = file
         # Hot-loop attributes, one lookup each.
         self._dec = meta.decrypt_block
@@ -472,13 +472,7 @@ def finish_verification(file: FileReadKey, plain: bytes, params: SunParams) -> S
     expected = file.full_cmac(ses_mac, params.mac_input)[1::2]
     if not hmac.compare_digest(expected, params.sdmmac):
         raise InvalidTap("cmac mismatch")
-    enc_plain: bytes | None = None
-    if params.enc_file_data is not None:
-        if ctr_le is None or uid is None:
-            raise InvalidTap("enc file data needs uid and counter mirroring")
-        enc_plain = _decrypt_file_data(ses_enc, ctr_le, params.enc_file_data)
-    counter = None if ctr_le is None else int.from_bytes(ctr_le, "little")
-    return SunResult(uid=uid, counter=counter, picc_data_tag=tag, enc_file_data=enc_plain)
+    return _authentic_result(tag, uid, ctr_le, ses_enc, params)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,11 +6,17 @@ ChangeKey, authentication frames and written data can carry keys or key material
 commands known to carry nothing secret show their data; every other command shows its header
 and the data length. Responses to authentication steps are redacted too (they hold encrypted
 RndA/RndB, from which a captured trace plus a weak key would give the session away).
+
+Responses are shown in full otherwise, with one exception: the values a SUN URL mirrors
+(``p=``/``c=`` and the general ``e=``/``picc_data=``/``enc=``/``cmac=``) print as ``..``. A
+READ BINARY of a Bolt Card's NDEF file holds a fresh p/c pair, and a pair that nobody has
+presented yet (``station card check`` reads one) is a spendable tap.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from station.readers.base import CardLink
@@ -54,11 +60,21 @@ def format_command(apdu: bytes, *, in_auth: bool = False) -> str:
     return f"{header} {lc:02X} <{lc} bytes redacted>"
 
 
+# The hex value after a SUN parameter name, as ASCII inside an NDEF file. A value cut at the
+# end of one READ BINARY chunk is masked up to the cut; its rest in the next chunk shows, so no
+# trace holds a whole value.
+_SUN_VALUE = re.compile(rb"(?:[?&](?:p|e|c|picc_data|enc|cmac)=)([0-9A-Fa-f]+)")
+
+
 def format_response(response: bytes, *, secret: bool) -> str:
-    """Hex of an R-APDU; for authentication steps only the status word is shown."""
-    if not secret or len(response) <= 2:
-        return response.hex(" ").upper()
-    return f"<{len(response) - 2} bytes redacted> {response[-2:].hex(' ').upper()}"
+    """Hex of an R-APDU; for authentication steps only the status word is shown, and the
+    values of SUN parameters show as ``..`` (see the module docstring)."""
+    if secret and len(response) > 2:
+        return f"<{len(response) - 2} bytes redacted> {response[-2:].hex(' ').upper()}"
+    cells = [f"{b:02X}" for b in response]
+    for match in _SUN_VALUE.finditer(response[:-2]):
+        cells[match.start(1) : match.end(1)] = [".."] * (match.end(1) - match.start(1))
+    return " ".join(cells)
 
 
 class TracingLink:

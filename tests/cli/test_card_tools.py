@@ -4,18 +4,15 @@ emulated backend, exit codes, JSON, refusals, no tracebacks and no key in the ou
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from station_cli import run_station
 
 from station.cli import main
 from station.ntag424.card import TEST_ORIGINALITY_PUBLIC_KEY, EmulatedCard
 from station.ntag424.card_state import save_state
-
-REPO = Path(__file__).resolve().parents[2]
 
 # boltcard/boltcard docs/DETERMINISTIC.md "Test vectors"
 ISSUER = "00000000000000000000000000000001"
@@ -32,11 +29,7 @@ SECRETS = [ISSUER, *KEYS.values()]
 
 
 def station(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STATION_")}
-    return subprocess.run(
-        [sys.executable, "-m", "station", *args],
-        capture_output=True, text=True, cwd=REPO, timeout=120, check=False, env=env,
-    )
+    return run_station(*args)
 
 
 def clean(proc: subprocess.CompletedProcess[str], *, keys_allowed: bool = False) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from station_cli import run_station
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS_FILE = REPO / "tests" / "vectors" / "ntag424-public-vectors.json"
@@ -18,14 +18,7 @@ VECTOR: dict[str, Any] = next(
 
 
 def station(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "station", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
+    return run_station(*args)
 
 
 def test_derive_matches_published_vector() -> None:

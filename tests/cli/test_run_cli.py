@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from station_cli import run_station
 
 REPO = Path(__file__).resolve().parents[2]
 ISSUER = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -16,14 +17,7 @@ UID = bytes.fromhex("04A1B2C3D4E5F6")
 
 
 def station(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "station", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    return run_station(*args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

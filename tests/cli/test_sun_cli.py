@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from station_cli import run_station
 
 from station.ntag424.keys import derive_keys
 from station.ntag424.sun import build_sun_url, compute_sun
@@ -31,15 +32,7 @@ def url(p: str, c: str) -> str:
 
 
 def station(*args: str, stdin: str | bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    data = stdin.encode() if isinstance(stdin, str) else stdin
-    return subprocess.run(
-        [sys.executable, "-m", "station", *args],
-        input=data,
-        capture_output=True,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
+    return run_station(*args, stdin=stdin, text=False)
 
 
 def no_traceback(proc: subprocess.CompletedProcess[bytes]) -> None:
@@ -111,6 +104,19 @@ def test_issuer_key_and_keys_file(tmp_path: Path) -> None:
     proc = station("sun", "verify", tap, "--keys", str(path))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["card_name"] == "c"
+
+
+def test_issuer_key_version_0_is_not_replaced_by_the_default() -> None:
+    """``--version 0`` is a valid uint32 key version (``keys derive`` accepts it); it used to be
+    read as "no version" and silently replaced by version 1."""
+    issuer = bytes.fromhex("00000000000000000000000000000001")
+    uid = bytes.fromhex("04a39493cc8680")
+    keys = derive_keys(issuer, uid, 0)
+    assert keys != derive_keys(issuer, uid, 1)
+    tap = build_sun_url("lnurlw://x/ln", compute_sun(keys.k1, keys.k2, uid, 5))
+    proc = station("sun", "verify", tap, "--issuer-key", issuer.hex(), "--version", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["counter"] == 5
 
 
 def test_batch_in_order_with_bad_lines() -> None:

@@ -423,3 +423,17 @@ def test_sun_params_refuse_wrong_lengths(picc: bytes, mac: bytes, enc: bytes | N
     """A hand-built SunParams cannot smuggle a short block into a verifier's cached context."""
     with pytest.raises(MalformedInput):
         SunParams(picc, mac, enc)
+
+
+def test_sun_params_repr_shows_no_mirrored_value() -> None:
+    """p, c and enc of a fresh tap are spendable: a repr in a log or traceback must not hold
+    them, in any spelling (hex either case, or the bytes literal)."""
+    params = compute_sun(
+        BOLT_K1, BOLT_K2, BOLT_UID, 9, enc_plain=bytes(range(16)), randbytes=lambda n: bytes(n)
+    )
+    text = repr(params) + str(params)
+    assert params.enc_file_data is not None
+    for value in (params.picc_enc_data, params.sdmmac, params.enc_file_data):
+        assert value.hex() not in text.lower()
+        assert repr(value) not in text
+

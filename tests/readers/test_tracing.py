@@ -148,3 +148,34 @@ def test_errors_pass_through_and_close_is_forwarded() -> None:
     scripted = Scripted()
     TracingLink(scripted).close()
     assert scripted.closed
+
+
+def test_a_tap_trace_never_shows_the_fresh_p_or_c(caplog: pytest.LogCaptureFixture) -> None:
+    """The NDEF file a tap reads holds a fresh p/c pair: a spendable tap, never in a log."""
+    reader = EmulatedReader()
+    reader.present(bolt_card())
+    link = reader.wait_for_card(1.0)
+    assert link is not None
+    tracer = TracingLink(link)
+    with caplog.at_level(logging.DEBUG, logger="station.readers.trace"):
+        url = drive(read_sun_url(), tracer.transceive)
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "station.readers.trace")
+    p = url.split("p=")[1][:32]
+    c = url.split("c=")[1][:16]
+    for value in (p, c):
+        spaced = _spaced(value.encode("ascii"))  # the URL travels as ASCII in the NDEF file
+        assert spaced not in text
+        assert spaced[: 3 * 4] not in text  # not even its first four characters
+    assert _spaced(b"lnurlw"[1:]) in text or _spaced(b"?p=") in text  # the rest still shows
+
+
+def test_sun_values_are_masked_in_any_response() -> None:
+    from station.readers.tracing import format_response
+
+    body = b"x/?picc_data=0A1B&enc=FF&cmac=99&other=AB&c=12"
+    shown = format_response(body + b"\x90\x00", secret=False)
+    cells = shown.split(" ")
+    assert cells[-2:] == ["90", "00"]
+    masked = [chr(b) for b, cell in zip(body, cells, strict=False) if cell == ".."]
+    assert "".join(masked) == "0A1B" + "FF" + "99" + "12"
+    assert "41 42" in shown  # other=AB is not a SUN value

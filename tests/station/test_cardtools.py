@@ -9,15 +9,14 @@ The last test drives the same tools through the real pcscd + vpcd stack.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import require
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from station_rig import pcscd_fixture as pcscd_fixture  # provides the pcscd fixture
+from station_rig import vpcd_reader_name
 
 from station import cardtools as ct
 from station.ntag424 import flows
@@ -396,35 +395,6 @@ def test_keys_out_refuses_a_file_that_is_not_a_keys_file(tmp_path: Path) -> None
 # -- the real pcscd + vpcd stack ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pcscd() -> Iterator[Any]:
-    try:
-        from readers import pcscd_harness
-    except ImportError as exc:  # the harness comes with the reader tests
-        require("pcsc", False, f"pcscd harness missing: {exc}")
-        raise
-    reason = pcscd_harness.unavailable_reason()
-    require("pcsc", reason is None, reason or "")
-    daemon = pcscd_harness.Pcscd()
-    try:
-        daemon.start()
-    except (RuntimeError, TimeoutError, OSError) as exc:
-        require("pcsc", False, f"could not start pcscd: {exc}")
-    yield daemon
-    daemon.close()
-
-
-def _slot_listed(slot: str) -> None:
-    from station.readers.pcsc import list_reader_names
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if any(slot in n for n in list_reader_names()):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{slot} not listed by pcscd")
-
-
 def test_check_against_a_live_tracker_over_http(state: Path, tmp_path: Path) -> None:
     """The station token and the real ``/api/v1/cards/{uid}/status`` route."""
     from tracker_live import LiveTracker
@@ -453,7 +423,7 @@ def test_provision_check_wipe_through_pcscd_and_vpcd(
     from station.readers.vpcd import VpcdBridge
 
     slot = "Virtual PCD 00 00"
-    _slot_listed(slot)
+    vpcd_reader_name(slot)
     card = EmulatedCard.factory(uid=UID)
     choice = ct.ReaderChoice(backend="pcsc", reader=slot, timeout=10.0)
     bridge = VpcdBridge(card)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from station_fakes import FakeBoltCard
+from station_rig import RemovalWatch, wait_until
 
 from station.daemon import Daemon, JsonFormatter, ReaderSlot, build_station
 from station.pipeline import ACCEPTED, REFUSED, StaticKeysVerifier, TapPipeline
@@ -38,18 +39,18 @@ class CollectingRecorder:
         pass
 
 
-def wait_until(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
+def lift(st, reader) -> None:  # type: ignore[no-untyped-def]
+    """Take the card away and wait until the daemon saw it go: presenting it again any sooner
+    (a fixed sleep on a loaded machine) would look like the card never left."""
+    before = st.removals.seen
+    reader.remove()
+    assert st.removals.wait_for_more(before), "the daemon never saw the card leave"
 
 
 @pytest.fixture
 def station(tmp_path: Path):  # type: ignore[no-untyped-def]
     reader = EmulatedReader("test reader")
+    removals = RemovalWatch()
     recorder = CollectingRecorder()
     settings = StationSettings(station_name="till-1", outbox_path=tmp_path / "outbox.sqlite",
                                debounce=0.0, confirm_timeout=2.0)
@@ -57,9 +58,10 @@ def station(tmp_path: Path):  # type: ignore[no-untyped-def]
         settings,
         verifier=StaticKeysVerifier(K1, K2),
         recorder=recorder,
-        slots=[ReaderSlot("emulated", open=lambda: reader)],
+        slots=[ReaderSlot("emulated", open=lambda: removals.wrap(reader))],
         keep_results=True,
     )
+    st.removals = removals  # type: ignore[attr-defined]
     st.daemon.poll = 0.02
     st.forwarder.start()
     st.daemon.start()
@@ -74,8 +76,7 @@ def test_card_left_on_the_reader_is_one_tap(station) -> None:  # type: ignore[no
     assert wait_until(lambda: st.daemon.stats.taps == 1)
     time.sleep(0.2)  # the card stays in the field: no second tap
     assert st.daemon.stats.taps == 1
-    reader.remove()
-    time.sleep(0.1)  # a hand takes longer than this to tap again
+    lift(st, reader)
     reader.present(card)
     assert wait_until(lambda: st.daemon.stats.taps == 2)
     reader.remove()
@@ -92,8 +93,7 @@ def test_replayed_url_is_refused_with_red_feedback(station) -> None:  # type: ig
     for expected in (1, 2):
         reader.present(card)
         assert wait_until(lambda n=expected: st.daemon.stats.taps == n)
-        reader.remove()
-        time.sleep(0.1)
+        lift(st, reader)
     assert reader.feedback_log == [True, False]
     assert st.daemon.stats.results[1].reason == "counter_not_increasing"
     assert st.forwarder.flush(5)
@@ -105,8 +105,7 @@ def test_foreign_card_logs_one_line_and_records_nothing(station, caplog) -> None
     caplog.set_level(logging.INFO)
     reader.present(FakeBoltCard(UID, K1, K2, foreign=True))
     assert wait_until(lambda: st.daemon.stats.unsupported == 1)
-    reader.remove()
-    time.sleep(0.1)
+    lift(st, reader)
     reader.present(FakeBoltCard(UID, K1, K2, counter=1))
     assert wait_until(lambda: st.daemon.stats.taps == 1)  # still alive
     lines = [r for r in caplog.records if "not a Bolt Card" in r.getMessage()]
@@ -194,7 +193,8 @@ def test_json_tap_line_has_the_fields_and_no_secrets(station, capsys) -> None:  
     assert isinstance(line["ms"], float)
     url = st.daemon.stats.results[0].url
     p = url.split("p=")[1].split("&")[0]
-    for secret in (p, K1.hex(), K2.hex(), UID.hex().upper()):
+    c = url.split("c=")[1].split("&")[0]
+    for secret in (p, c, K1.hex(), K2.hex(), UID.hex().upper()):
         assert secret.lower() not in err[-1].lower()
 
 
@@ -204,12 +204,14 @@ def test_recorder_unavailable_does_not_block_taps(tmp_path: Path) -> None:
             raise RecorderUnavailable("down")
 
     reader = EmulatedReader()
+    removals = RemovalWatch()
     st = build_station(
         StationSettings(station_name="s", outbox_path=tmp_path / "o.sqlite", debounce=0,
                         confirm_timeout=0.5),
         verifier=StaticKeysVerifier(K1, K2), recorder=Down(),
-        slots=[ReaderSlot("e", open=lambda: reader)],
+        slots=[ReaderSlot("e", open=lambda: removals.wrap(reader))],
     )
+    st.removals = removals  # type: ignore[attr-defined]
     st.daemon.poll = 0.02
     st.forwarder.start()
     st.daemon.start()
@@ -217,7 +219,6 @@ def test_recorder_unavailable_does_not_block_taps(tmp_path: Path) -> None:
     for n in range(1, 4):
         reader.present(card)
         assert wait_until(lambda n=n: st.daemon.stats.taps == n)
-        reader.remove()
-        time.sleep(0.1)
+        lift(st, reader)
     assert reader.feedback_log == [True, True, True]
     assert st.shutdown(flush_timeout=0.1) == 3

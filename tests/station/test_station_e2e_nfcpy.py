@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from station_rig import RemovalWatch, wait_until
 
 from station.daemon import build_station
 from station.pipeline import ACCEPTED, REFUSED, REPLAY
@@ -26,15 +27,6 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_until(cond, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 class ForeignCard:
@@ -66,6 +58,8 @@ def test_taps_through_nfcpy_udp(tmp_path: Path) -> None:
         tracker=TrackerLink(database_url=tracker.database_url),
     )
     station = build_station(settings, keep_results=True)  # readers opened via the registry
+    removals = RemovalWatch()
+    removals.watch_slot(station.daemon.slots[0])
     station.daemon.poll = 0.1
     station.forwarder.start()
     station.daemon.start()
@@ -75,9 +69,14 @@ def test_taps_through_nfcpy_udp(tmp_path: Path) -> None:
     def tap(c, what: str = "taps") -> None:  # type: ignore[no-untyped-def]
         before = getattr(stats, what)
         radio.insert(c)
-        assert wait_until(lambda: getattr(stats, what) > before), stats
+        assert wait_until(lambda: getattr(stats, what) > before, 30), stats
+        lift(removals.seen)
+
+    def lift(seen: int) -> None:
+        """Take the card away; wait until the daemon saw it go (``seen``: the count before the
+        card came), not a fixed time."""
         radio.remove()
-        time.sleep(0.3)
+        assert removals.wait_for_more(seen, 30), "the daemon never saw the card leave"
 
     try:
         tap(card)
@@ -96,10 +95,10 @@ def test_taps_through_nfcpy_udp(tmp_path: Path) -> None:
             def deselect(self) -> None:
                 card.deselect()
 
+        seen = removals.seen
         radio.insert(PulledDuringRead())
-        assert wait_until(lambda: stats.removed_mid_read + stats.unsupported >= 1), stats
-        radio.remove()
-        time.sleep(0.3)
+        assert wait_until(lambda: stats.removed_mid_read + stats.unsupported >= 1, 30), stats
+        lift(seen)
         tap(ForeignCard(), "unsupported")
         assert station.forwarder.flush(10)
     finally:

@@ -4,13 +4,11 @@ foreign card and a pcscd restart."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require
+from station_rig import RemovalWatch, vpcd_reader_name, wait_until
+from station_rig import pcscd_fixture as pcscd_fixture  # provides the pcscd fixture
 
 from station.daemon import ReaderSlot, build_station
 from station.pipeline import ACCEPTED, REFUSED, REPLAY, build_verifier
@@ -20,36 +18,6 @@ ISSUER = bytes.fromhex("00112233445566778899aabbccddeeff")
 UID = bytes.fromhex("04E2E0000000A1")
 
 pytestmark = pytest.mark.pcsc
-
-
-@pytest.fixture(scope="module")
-def pcscd() -> Iterator[object]:
-    try:
-        from readers import pcscd_harness
-    except ImportError as exc:  # the harness comes with the reader tests
-        require("pcsc", False, f"pcscd harness missing: {exc}")
-        raise
-    reason = pcscd_harness.unavailable_reason()
-    require("pcsc", reason is None, reason or "")
-    daemon = pcscd_harness.Pcscd()
-    try:
-        daemon.start()
-    except (RuntimeError, TimeoutError, OSError) as exc:
-        require("pcsc", False, f"could not start pcscd: {exc}")
-    yield daemon
-    daemon.close()
-
-
-def vpcd_reader_name() -> str:
-    from station.readers.pcsc import list_reader_names
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        names = [n for n in list_reader_names() if "Virtual PCD 00 00" in n]
-        if names:
-            return names[0]
-        time.sleep(0.1)
-    raise AssertionError("vpcd reader slot not listed by pcscd")
 
 
 class ForeignCard:
@@ -87,37 +55,34 @@ def rig(tmp_path: Path, pcscd):  # type: ignore[no-untyped-def]
         keys=KeySettings(issuer_key=Secret(ISSUER.hex())),
         tracker=TrackerLink(url=tracker.url, token=Secret(token)),
     )
+    removals = RemovalWatch()
     station = build_station(
         settings, verifier=build_verifier(settings.keys),
-        slots=[ReaderSlot("pcsc:vpcd", open=lambda: PcscReader(name))], keep_results=True,
+        slots=[ReaderSlot("pcsc:vpcd", open=lambda: removals.wrap(PcscReader(name)))],
+        keep_results=True,
     )
     station.daemon.retry_initial = 0.1
     station.daemon.retry_max = 0.5
     bridge = VpcdBridge(card)
     station.forwarder.start()
     station.daemon.start()
+    station.removals = removals  # type: ignore[attr-defined]
     yield station, bridge, card, tracker, pcscd
     bridge.close()
     station.shutdown(flush_timeout=3)
     tracker.close()
 
 
-def wait_until(cond, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def tap(station, bridge, card, *, what: str = "taps") -> None:  # type: ignore[no-untyped-def]
+    """Present ``card`` until the daemon counts it, take it away until the daemon saw it go."""
     stats = station.daemon.stats
     before = getattr(stats, what)
     bridge.insert(card)
     assert wait_until(lambda: getattr(stats, what) > before), f"no {what} seen"
+    removals_before = station.removals.seen
     bridge.remove()
-    time.sleep(0.5)  # pcscd notices the removal 80-280 ms later
+    # pcscd notices a removal 80-280 ms later on an idle machine; wait for the daemon to see it.
+    assert station.removals.wait_for_more(removals_before), "the daemon never saw the removal"
 
 
 def test_tap_is_read_verified_recorded_and_a_rollback_refused(rig) -> None:  # type: ignore[no-untyped-def]
@@ -148,16 +113,16 @@ def test_card_pulled_mid_read_and_foreign_card_record_nothing(rig) -> None:  # t
     class PulledDuringRead:
         def transceive(self, apdu: bytes) -> bytes:
             if apdu[1:2] == b"\xb0":  # READ BINARY: the card leaves before answering
-                threading.Thread(target=bridge.remove).start()
-                time.sleep(0.3)
+                bridge.remove()  # from the bridge's own thread: the link is cut, no join
             return card.transceive(apdu)
 
         def power_cycle(self) -> None:
             card.power_cycle()
 
+    removals_before = station.removals.seen
     bridge.insert(PulledDuringRead())
     assert wait_until(lambda: station.daemon.stats.removed_mid_read == 1), station.daemon.stats
-    time.sleep(0.5)
+    assert station.removals.wait_for_more(removals_before)
     tap(station, bridge, ForeignCard(), what="unsupported")
     tap(station, bridge, card)  # the daemon is still fine
     assert station.forwarder.flush(10)

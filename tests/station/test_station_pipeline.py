@@ -67,6 +67,17 @@ def test_valid_tap_is_accepted_in_three_apdus() -> None:
     assert result.apdus == 3 and len(c.apdus) == 3
 
 
+def test_tap_result_repr_and_log_fields_hold_no_p_or_c() -> None:
+    """A fresh p/c pair is a spendable tap: it must not reach a log line or a traceback."""
+    result = pipeline().process(DirectLink(card(counter=7)))
+    assert result.url is not None
+    query = result.url.split("?", 1)[1]
+    p_hex = query.split("p=")[1][:32]
+    c_hex = query.split("c=")[1][:16]
+    for text in (repr(result), str(result), repr(result.log_fields())):
+        assert p_hex.lower() not in text.lower() and c_hex.lower() not in text.lower()
+
+
 def test_same_url_twice_is_a_replay() -> None:
     box = Outbox(":memory:")
     journal = Journal(box, _NoForwarder(), confirm_timeout=0)

@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from station_fakes import DirectLink, FakeBoltCard
+from station_rig import RemovalWatch, wait_until
 
 from station.daemon import ReaderSlot, build_station
 from station.pipeline import ACCEPTED, REFUSED, REPLAY, Journal, StaticKeysVerifier, TapPipeline
@@ -40,21 +40,14 @@ def tracker(tmp_path: Path):  # type: ignore[no-untyped-def]
     live.close()
 
 
-def wait_until(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def _station(tmp_path: Path, name: str, tracker_link: TrackerLink, reader: EmulatedReader):  # type: ignore[no-untyped-def]
     settings = StationSettings(station_name=name, outbox_path=tmp_path / f"{name}.sqlite",
                                debounce=0, confirm_timeout=1.0, tracker=tracker_link)
+    removals = RemovalWatch()
     st = build_station(settings, verifier=StaticKeysVerifier(K1, K2),
-                       slots=[ReaderSlot("emulated", open=lambda: reader)], keep_results=True,
-                       backoff_max=0.1)
+                       slots=[ReaderSlot("emulated", open=lambda: removals.wrap(reader))],
+                       keep_results=True, backoff_max=0.1)
+    st.removals = removals
     st.daemon.poll = 0.01
     return st
 
@@ -63,8 +56,10 @@ def _tap(st, reader: EmulatedReader, card: FakeBoltCard) -> None:  # type: ignor
     before = st.daemon.stats.taps
     reader.present(card)
     assert wait_until(lambda: st.daemon.stats.taps == before + 1)
+    seen = st.removals.seen
     reader.remove()
-    time.sleep(0.03)
+    # Wait for the daemon to see the card leave: a fixed sleep flakes on a loaded machine.
+    assert st.removals.wait_for_more(seen), "the daemon never saw the card leave"
 
 
 def test_tracker_down_for_a_stretch_of_taps_then_back(tmp_path: Path, tracker) -> None:  # type: ignore[no-untyped-def]
