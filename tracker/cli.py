@@ -12,14 +12,19 @@ here (a generated password, a station token) go to stdout once and never to the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from tracker.models import Role
 from tracker.settings import SettingsError, TrackerSettings, load_settings
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 log = logging.getLogger("tracker.cli")
 
@@ -59,12 +64,24 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_session(settings: TrackerSettings):  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _session(settings: TrackerSettings) -> Iterator[Session]:
+    """A session on a schema-checked database; the engine is disposed afterwards."""
     from tracker.db import check_schema_current, make_sessionmaker
 
     engine = _engine(settings)
-    check_schema_current(engine)
-    return engine, make_sessionmaker(engine)
+    try:
+        check_schema_current(engine)
+        with make_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _refused(exc: Exception) -> int:
+    """Report an expected refusal (the message says what to do); exit status 1."""
+    print(f"error: {exc}", file=sys.stderr)
+    return 1
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
@@ -81,17 +98,13 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     else:
         password = generate_password()
         generated = True
-    engine, factory = _with_session(settings)
     try:
-        with factory() as session:
+        with _session(settings) as session:
             user = users.create_user(
                 session, username=args.name, password=password, role=Role(args.role)
             )
     except users.UserExists as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        engine.dispose()
+        return _refused(exc)
     if args.json:
         out = {"username": user.username, "role": user.role.value}
         if generated:
@@ -109,15 +122,11 @@ def cmd_stations_add(args: argparse.Namespace) -> int:
     from tracker.services import stations
 
     settings = _settings(args)
-    engine, factory = _with_session(settings)
     try:
-        with factory() as session:
+        with _session(settings) as session:
             station, token = stations.create_station(session, name=args.name)
     except stations.StationExists as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        engine.dispose()
+        return _refused(exc)
     if args.json:
         print(json.dumps({"name": station.name, "token": token}))
     else:
@@ -131,12 +140,8 @@ def cmd_stations_list(args: argparse.Namespace) -> int:
     from tracker.services import stations
 
     settings = _settings(args)
-    engine, factory = _with_session(settings)
-    try:
-        with factory() as session:
-            rows = stations.list_stations(session)
-    finally:
-        engine.dispose()
+    with _session(settings) as session:
+        rows = stations.list_stations(session)
     if args.json:
         print(json.dumps([r.model_dump(mode="json") for r in rows]))
     else:
@@ -158,8 +163,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings)
     except SchemaNotCurrentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _refused(exc)
     common = {
         "host": host,
         "port": port,
@@ -296,8 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tracker.db import SchemaNotCurrentError
 
         if isinstance(exc, SchemaNotCurrentError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return _refused(exc)
         raise
 
 

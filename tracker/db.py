@@ -55,7 +55,10 @@ def make_engine(settings: TrackerSettings | str, **kwargs: Any) -> Engine:
 
     kwargs.setdefault("pool_size", pool_size)
     kwargs.setdefault("max_overflow", pool_size)
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping: it is a round trip per checkout, as many as the ingest path itself needs.
+    # A connection lost under us (PostgreSQL restarted) fails one statement; SQLAlchemy then
+    # recycles every pooled connection, and the ingest path retries such a tap on a fresh one.
+    kwargs.setdefault("pool_pre_ping", False)
     return create_engine(url, **kwargs)
 
 

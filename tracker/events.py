@@ -2,11 +2,12 @@
 
 Writers call :func:`notify` inside their write transaction. On PostgreSQL that is a
 ``pg_notify`` which the server delivers only when the transaction commits, to every tracker
-process that LISTENs - so several processes behind a load balancer all stay live. SQLite has no
-such channel: a :class:`Watcher` polls three primary keys (taps, payouts, payout state changes)
-every ~300 ms, which also catches rows a station process wrote straight into the file. Card
-edits leave no new row to poll, so on SQLite :func:`notify` hands those to this process's hubs
-after commit.
+process that LISTENs - so several processes behind a load balancer all stay live. A process
+LISTENs only while one of its pages is subscribed (receiving every tap's NOTIFY costs CPU).
+SQLite has no such channel: a :class:`Watcher` polls three primary keys (taps, payouts, payout
+state changes) every ~300 ms, which also catches rows a station process wrote straight into the
+file. Card edits leave no new row to poll, so on SQLite :func:`notify` hands those to this
+process's hubs after commit.
 
 Each process has one :class:`EventHub` that fans events out to its SSE subscribers. Events carry
 ids; the watcher loads the row once per process and publishes a render-ready dict, so a browser
@@ -115,6 +116,10 @@ class EventHub:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.published = 0
         self.closed = False
+        #: Set by a PostgreSQL watcher: events reach this hub only while it LISTENs, which it
+        #: does only while someone subscribes (see :meth:`ready`).
+        self.needs_listener = False
+        self.listening = False
 
     @property
     def subscriber_count(self) -> int:
@@ -160,6 +165,17 @@ class EventHub:
             return queue
         self._subscribers.add(queue)
         return queue
+
+    async def ready(self, *, timeout: float = 5.0) -> bool:
+        """Wait until events committed from now on will reach the subscribers (on PostgreSQL:
+        until the watcher LISTENs; at once on SQLite). False when that took over ``timeout``
+        (database unreachable: the stream opens anyway and catches up once it listens)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.needs_listener and not self.listening:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     def detach(self, queue: asyncio.Queue[Event | None]) -> None:
         self._subscribers.discard(queue)
@@ -349,6 +365,8 @@ class Watcher:
         self._marks: tuple[int, int, int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        # Before the task runs: a page subscribing right now must wait for the LISTEN.
+        hub.needs_listener = engine.dialect.name == "postgresql"
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -390,10 +408,15 @@ class Watcher:
             row = conn.execute(self._MARKS_SQL).one()
         return int(row[0]), int(row[1]), int(row[2])
 
-    def poll_once(self) -> list[Event]:
-        """Events for rows committed since the last call (blocking)."""
+    def poll_once(self, *, only_if_watched: bool = False) -> list[Event]:
+        """Events for rows committed since the last call (blocking).
+
+        ``only_if_watched``: while the hub has no subscriber, move the marks on without loading
+        any row (nobody would see them). The subscriber count is read after the marks, so a row
+        committed after a page subscribed is never skipped.
+        """
         marks = self._read_marks()
-        if self._marks is None:
+        if self._marks is None or (only_if_watched and not self.hub.subscriber_count):
             self._marks = marks
             return []
         old_tap, old_payout, old_change = self._marks
@@ -429,7 +452,7 @@ class Watcher:
     async def _poll_forever(self) -> None:
         while True:
             try:
-                events = await asyncio.to_thread(self.poll_once)
+                events = await asyncio.to_thread(self.poll_once, only_if_watched=True)
             except sa.exc.SQLAlchemyError as exc:
                 log.warning("live-update poll failed (%s); retrying", type(exc).__name__)
                 events = []
@@ -444,24 +467,40 @@ class Watcher:
         return url.render_as_string(hide_password=False)
 
     async def _listen_forever(self) -> None:
+        """LISTEN while this process has subscribers, and only then.
+
+        Why: every tap is a NOTIFY, and every listening process receives and decodes each one
+        (measured: a third of the server CPU per tap with two workers). With no open page the
+        connection is closed; the first subscriber reopens it, and the SSE endpoint waits
+        (``EventHub.ready``) until it listens before telling the browser it is connected.
+        """
         import psycopg
 
         delay = 0.5
         while True:
+            while not self.hub.subscriber_count:
+                await asyncio.sleep(0.05)
             try:
                 async with await psycopg.AsyncConnection.connect(
                     self._conninfo(), autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    log.info("listening for live updates on %s", CHANNEL)
+                    self.hub.listening = True
+                    log.debug("listening for live updates on %s", CHANNEL)
                     delay = 0.5
-                    async for note in conn.notifies():
-                        event = _decode(note.payload)
-                        if event is not None:
-                            await self.deliver(event)
+                    while self.hub.subscriber_count:
+                        async for note in conn.notifies(timeout=1.0):
+                            event = _decode(note.payload)
+                            if event is not None and self.hub.subscriber_count:
+                                await self.deliver(event)
+                    # No await between the last count check and this: a subscriber attaching
+                    # now waits in ready() for the next LISTEN.
+                    self.hub.listening = False
             except asyncio.CancelledError:
+                self.hub.listening = False
                 raise
             except (psycopg.Error, OSError) as exc:
+                self.hub.listening = False
                 log.warning(
                     "live-update listener lost its connection (%s); reconnecting in %.1fs",
                     type(exc).__name__,

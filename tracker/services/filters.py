@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlmodel import Session, col
 
-from tracker.models import PayoutState, TapOutcome
+from tracker.models import Card, PayoutState, Station, TapOutcome
+
+T = TypeVar("T")
 
 
 class InvalidCursor(ValueError):
@@ -79,3 +83,57 @@ def like_pattern(text: str) -> str:
     """A LIKE pattern matching ``text`` literally anywhere (escape char ``\\``)."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def common_conditions(
+    flt: ListFilter, *, card_pk: Any, station_pk: Any, moment: Any
+) -> list[sa.ColumnElement[bool]]:
+    """The filters taps and payouts share: card (by UID), station (by name), since/until on
+    the list's time column. Card and station go through a scalar subquery, so the list keeps
+    walking its own ``(card/station, time, id)`` index."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if flt.card:
+        conditions.append(
+            card_pk
+            == sa.select(col(Card.id)).where(col(Card.uid) == flt.card.upper()).scalar_subquery()
+        )
+    if flt.station:
+        conditions.append(
+            station_pk
+            == sa.select(col(Station.id)).where(col(Station.name) == flt.station).scalar_subquery()
+        )
+    if flt.since:
+        conditions.append(moment >= as_utc(flt.since))
+    if flt.until:
+        conditions.append(moment < as_utc(flt.until))
+    return conditions
+
+
+def text_search(q: str, columns: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """Case-insensitive substring ``q`` (taken literally) in any of ``columns``."""
+    pattern = like_pattern(q)
+    return sa.or_(*(column.ilike(pattern, escape="\\") for column in columns))
+
+
+def keyset_page(
+    session: Session,
+    stmt: sa.Select[Any],
+    *,
+    moment: Any,
+    row_id: Any,
+    cursor: str | None,
+    limit: int,
+    to_public: Callable[[Any], T],
+) -> tuple[list[T], str | None]:
+    """One page of ``stmt`` (ordered newest first by ``(moment, row_id)``) after ``cursor``,
+    and the cursor of the next page (None at the end). Raises :class:`InvalidCursor`."""
+    after = keyset_before(moment, row_id, cursor)
+    if after is not None:
+        stmt = stmt.where(after)
+    rows: Sequence[Any] = session.execute(stmt.limit(limit + 1)).all()
+    items = [to_public(r) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(getattr(last, moment.key), getattr(last, row_id.key))
+    return items, next_cursor

@@ -9,7 +9,6 @@ history.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,7 +33,7 @@ from tracker.models import (
     utcnow,
 )
 from tracker.services import taps as tap_service
-from tracker.services.filters import ListFilter, as_utc, encode_cursor, keyset_before, like_pattern
+from tracker.services.filters import ListFilter, common_conditions, keyset_page, text_search
 
 
 class PayoutNotFound(LookupError):
@@ -310,57 +309,49 @@ def payout_detail(session: Session, *, payout_id: int) -> PayoutDetail:
 
 def filtered_select(flt: ListFilter) -> sa.Select[Any]:
     """The payout rows matching ``flt``, newest first (shared by lists and exports)."""
-    stmt = _payout_select()
-    conditions: list[sa.ColumnElement[bool]] = []
+    conditions = common_conditions(
+        flt,
+        card_pk=col(Payout.card_pk),
+        station_pk=col(Payout.station_pk),
+        moment=col(Payout.created),
+    )
     if flt.state:
         conditions.append(col(Payout.state) == flt.state.value)
-    if flt.card:
-        conditions.append(
-            col(Payout.card_pk)
-            == sa.select(col(Card.id)).where(col(Card.uid) == flt.card.upper()).scalar_subquery()
-        )
-    if flt.station:
-        conditions.append(
-            col(Payout.station_pk)
-            == sa.select(col(Station.id)).where(col(Station.name) == flt.station).scalar_subquery()
-        )
-    if flt.since:
-        conditions.append(col(Payout.created) >= as_utc(flt.since))
-    if flt.until:
-        conditions.append(col(Payout.created) < as_utc(flt.until))
     if flt.min_sats is not None:
         conditions.append(col(Payout.amount_msat) >= flt.min_sats * 1000)
     if flt.max_sats is not None:
         conditions.append(col(Payout.amount_msat) < (flt.max_sats + 1) * 1000)
     if flt.q:
-        pattern = like_pattern(flt.q)
         conditions.append(
-            sa.or_(
-                col(Card.uid).ilike(pattern, escape="\\"),
-                col(Card.alias).ilike(pattern, escape="\\"),
-                col(Payout.bolt11).ilike(pattern, escape="\\"),
-                col(Payout.payment_hash).ilike(pattern, escape="\\"),
-                col(Payout.issuer_payout_id).ilike(pattern, escape="\\"),
-                col(Payout.issuer_reason).ilike(pattern, escape="\\"),
+            text_search(
+                flt.q,
+                [
+                    col(Card.uid),
+                    col(Card.alias),
+                    col(Payout.bolt11),
+                    col(Payout.payment_hash),
+                    col(Payout.issuer_payout_id),
+                    col(Payout.issuer_reason),
+                ],
             )
         )
-    if conditions:
-        stmt = stmt.where(*conditions)
-    return stmt.order_by(col(Payout.created).desc(), col(Payout.id).desc())
+    return (
+        _payout_select()
+        .where(*conditions)
+        .order_by(col(Payout.created).desc(), col(Payout.id).desc())
+    )
 
 
 def list_payouts(
     session: Session, *, flt: ListFilter | None = None, cursor: str | None = None, limit: int = 50
 ) -> tuple[list[PayoutPublic], str | None]:
     """One page of payouts, newest first, and the next page's cursor (None at the end)."""
-    stmt = filtered_select(flt or ListFilter())
-    after = keyset_before(col(Payout.created), col(Payout.id), cursor)
-    if after is not None:
-        stmt = stmt.where(after)
-    rows: Sequence[Any] = session.execute(stmt.limit(limit + 1)).all()
-    items = [row_to_public(r) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(last.created, last.id)
-    return items, next_cursor
+    return keyset_page(
+        session,
+        filtered_select(flt or ListFilter()),
+        moment=col(Payout.created),
+        row_id=col(Payout.id),
+        cursor=cursor,
+        limit=limit,
+        to_public=row_to_public,
+    )

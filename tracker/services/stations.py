@@ -6,6 +6,7 @@ show it again (a lost token means ``rotate_token``).
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from datetime import datetime, timedelta
@@ -65,14 +66,18 @@ def create_station(session: Session, *, name: str) -> tuple[StationPublic, str]:
 
 
 def rotate_token(session: Session, *, name: str) -> str:
-    """Replace a station's token; the old one stops working immediately."""
+    """Replace a station's token. The old one stops working at once in this process and within
+    :data:`TOKEN_CACHE_SECONDS` in every other tracker process (see :func:`authenticate`)."""
     station = session.exec(select(Station).where(col(Station.name) == name)).first()
     if station is None:
         raise StationNotFound(f"no station named {name!r}")
+    old_hash = station.token_hash
     token = generate_station_token()
     station.token_hash = hash_token(token)
     session.add(station)
     session.commit()
+    if old_hash is not None:
+        forget_token_hash(old_hash)
     return token
 
 
@@ -81,17 +86,90 @@ _BY_TOKEN_HASH = sa.select(
 ).where(col(Station.token_hash) == sa.bindparam("token_hash"))
 
 
+#: How long a successful token lookup is reused without asking the database. A token revoked
+#: or rotated by another process (or straight in the database) keeps working at most this long;
+#: :func:`rotate_token` in this process forgets the old token at once.
+TOKEN_CACHE_SECONDS = 2.0
+#: Entries kept at most per database; the cache is emptied when it would grow past this.
+TOKEN_CACHE_SIZE = 10_000
+
+
+_clock = time.monotonic  # the token cache's clock (tests move it forward)
+
+
+class _TokenCache:
+    """Known token hashes → (station, expiry), per engine (one database).
+
+    Why: every tap carries the station token; hashing it and looking it up cost a database
+    round trip per tap. Only successful lookups are kept, so unknown tokens cannot fill it, and
+    the key is the token's SHA-256, never the token.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[StationPublic, float]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, token_hash: str) -> StationPublic | None:
+        entry = self.entries.get(token_hash)
+        if entry is None or entry[1] < _clock():
+            return None
+        return entry[0]
+
+    def put(self, token_hash: str, station: StationPublic) -> None:
+        with self.lock:
+            if len(self.entries) >= TOKEN_CACHE_SIZE:
+                self.entries.clear()
+            self.entries[token_hash] = (station, _clock() + TOKEN_CACHE_SECONDS)
+
+
+_token_caches: weakref.WeakKeyDictionary[Any, _TokenCache] = weakref.WeakKeyDictionary()
+_token_caches_guard = threading.Lock()
+
+
+def _token_cache(engine: Any) -> _TokenCache:
+    cache = _token_caches.get(engine)
+    if cache is None:
+        with _token_caches_guard:
+            cache = _token_caches.setdefault(engine, _TokenCache())
+    return cache
+
+
+def forget_token_hash(token_hash: str) -> None:
+    """Drop a token from every cache of this process (it was rotated or revoked)."""
+    with _token_caches_guard:
+        caches = list(_token_caches.values())
+    for cache in caches:
+        with cache.lock:
+            cache.entries.pop(token_hash, None)
+
+
+def cached_station(engine: Any, token: str) -> StationPublic | None:
+    """The station of a token :func:`authenticate` accepted in the last
+    :data:`TOKEN_CACHE_SECONDS`, without touching the database; None when not cached."""
+    return _token_cache(engine).get(hash_token(token))
+
+
 def authenticate(session: Session, *, token: str) -> StationPublic | None:
     """The station owning ``token``, or None. Lookup by hash: the hash is the index key, and
-    comparing digests of a 256-bit secret leaks nothing useful through timing."""
+    comparing digests of a 256-bit secret leaks nothing useful through timing.
+
+    A hit is cached for :data:`TOKEN_CACHE_SECONDS` (the station's ``last_seen`` in the answer
+    may be that much older than the row)."""
     if not token:
         return None
-    row = session.connection().execute(_BY_TOKEN_HASH, {"token_hash": hash_token(token)}).first()
+    token_hash = hash_token(token)
+    cache = _token_cache(session.get_bind())
+    station = cache.get(token_hash)
+    if station is not None:
+        return station
+    row = session.connection().execute(_BY_TOKEN_HASH, {"token_hash": token_hash}).first()
     if row is None:
         return None
-    return StationPublic(
+    station = StationPublic(
         id=row.id, name=row.name, created=row.created, last_seen=row.last_seen, has_token=True
     )
+    cache.put(token_hash, station)
+    return station
 
 
 def get_or_create_station_id(session: Session, *, name: str) -> int:
@@ -136,20 +214,26 @@ _TOUCH = (
 _recent_touches: weakref.WeakKeyDictionary[Any, dict[int, float]] = weakref.WeakKeyDictionary()
 
 
-def touch(session: Session, *, station_id: int, now: datetime | None = None) -> None:
+def touch_due(engine: Any, *, station_id: int) -> bool:
+    """Whether :func:`touch` would write now (lets a caller skip opening a transaction)."""
+    seen = _recent_touches.get(engine, {})
+    return time.monotonic() - seen.get(station_id, -1e9) >= LAST_SEEN_RESOLUTION.total_seconds()
+
+
+def touch(
+    session: Session | sa.Connection, *, station_id: int, now: datetime | None = None
+) -> None:
     """Record that the station was heard from (throttled, see LAST_SEEN_RESOLUTION).
 
     A process-local memo skips the statement entirely while this process touched the station
     recently: on PostgreSQL that is one network round trip less per tap.
     """
     now = now or utcnow()
-    engine = session.get_bind()
-    seen = _recent_touches.setdefault(engine, {})
-    tick = time.monotonic()
-    if tick - seen.get(station_id, -1e9) < LAST_SEEN_RESOLUTION.total_seconds():
+    conn = session if isinstance(session, sa.Connection) else session.connection()
+    if not touch_due(conn.engine, station_id=station_id):
         return
-    seen[station_id] = tick
-    session.connection().execute(
+    _recent_touches.setdefault(conn.engine, {})[station_id] = time.monotonic()
+    conn.execute(
         _TOUCH,
         {"station_pk": station_id, "now": now, "stale_before": now - LAST_SEEN_RESOLUTION},
     )

@@ -17,12 +17,13 @@ two stations presenting the same card and counter at the same instant get exactl
 with no lock held in Python and no read-then-write window.
 
 Everything a request writes (card creation, counter, tap row, station ``last_seen``, the event)
-is one transaction: a refused request (409/403) stores nothing.
+is one transaction: a refused request (409/403) stores nothing. The HTTP ingest enters through
+``tracker.services.ingest``, which stores the common case in fewer steps and hands every other
+case to :func:`record_tap`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -47,7 +48,13 @@ from tracker.models import (
     utcnow,
 )
 from tracker.services import stations as station_service
-from tracker.services.filters import ListFilter, as_utc, encode_cursor, keyset_before, like_pattern
+from tracker.services.filters import (
+    ListFilter,
+    as_utc,
+    common_conditions,
+    keyset_page,
+    text_search,
+)
 
 
 class TapRefused(Exception):
@@ -186,6 +193,26 @@ _INSERT_TAP = sa.insert(Tap).returning(col(Tap.id))
 _STATION_NAME = sa.select(col(Station.name)).where(col(Station.id) == sa.bindparam("station_pk"))
 
 
+def stored_public(
+    tap: TapCreate, *, tap_id: int, card_id: str | None, station_name: str, received_at: datetime
+) -> TapPublic:
+    """The answer for a tap just stored, built from the report (no read back); ``card_id``
+    is the card row's, used when the report carries none."""
+    return TapPublic(
+        id=tap_id,
+        idempotency_key=tap.idempotency_key,
+        card_uid=tap.card_uid,
+        card_id=tap.card_id or card_id,
+        counter=tap.counter,
+        station_time=as_utc(tap.station_time) or tap.station_time,
+        outcome=tap.outcome,
+        reason=tap.reason,
+        issuer_host=tap.issuer_host,
+        station=station_name,
+        received_at=received_at,
+    )
+
+
 def _find_by_key(conn: sa.Connection, key: str) -> _Existing | None:
     row = conn.execute(_FIND_KEY, {"key": key}).first()
     if row is None:
@@ -298,18 +325,8 @@ def _record(
     station_service.touch(session, station_id=station_id, now=now)
     if station_name is None:
         station_name = str(conn.execute(_STATION_NAME, {"station_pk": station_id}).scalar_one())
-    public = TapPublic(
-        id=tap_id,
-        idempotency_key=tap.idempotency_key,
-        card_uid=tap.card_uid,
-        card_id=tap.card_id or card.card_id,
-        counter=tap.counter,
-        station_time=as_utc(tap.station_time) or tap.station_time,
-        outcome=tap.outcome,
-        reason=tap.reason,
-        issuer_host=tap.issuer_host,
-        station=station_name,
-        received_at=now,
+    public = stored_public(
+        tap, tap_id=tap_id, card_id=card.card_id, station_name=station_name, received_at=now
     )
     events.notify(
         session,
@@ -331,55 +348,42 @@ def _record(
 
 def filtered_select(flt: ListFilter) -> sa.Select[Any]:
     """The tap rows matching ``flt``, newest first (shared by lists and exports)."""
-    stmt = _tap_select()
-    conditions: list[sa.ColumnElement[bool]] = []
-    if flt.card:
-        conditions.append(
-            col(Tap.card_pk)
-            == sa.select(col(Card.id)).where(col(Card.uid) == flt.card.upper()).scalar_subquery()
-        )
-    if flt.station:
-        conditions.append(
-            col(Tap.station_pk)
-            == sa.select(col(Station.id)).where(col(Station.name) == flt.station).scalar_subquery()
-        )
+    conditions = common_conditions(
+        flt, card_pk=col(Tap.card_pk), station_pk=col(Tap.station_pk), moment=col(Tap.received_at)
+    )
     if flt.outcome:
         conditions.append(col(Tap.outcome) == flt.outcome.value)
-    if flt.since:
-        conditions.append(col(Tap.received_at) >= as_utc(flt.since))
-    if flt.until:
-        conditions.append(col(Tap.received_at) < as_utc(flt.until))
     if flt.q:
-        pattern = like_pattern(flt.q)
         conditions.append(
-            sa.or_(
-                col(Card.uid).ilike(pattern, escape="\\"),
-                col(Card.alias).ilike(pattern, escape="\\"),
-                col(Tap.idempotency_key).ilike(pattern, escape="\\"),
-                col(Tap.reason).ilike(pattern, escape="\\"),
-                col(Tap.issuer_host).ilike(pattern, escape="\\"),
+            text_search(
+                flt.q,
+                [
+                    col(Card.uid),
+                    col(Card.alias),
+                    col(Tap.idempotency_key),
+                    col(Tap.reason),
+                    col(Tap.issuer_host),
+                ],
             )
         )
-    if conditions:
-        stmt = stmt.where(*conditions)
-    return stmt.order_by(col(Tap.received_at).desc(), col(Tap.id).desc())
+    return (
+        _tap_select().where(*conditions).order_by(col(Tap.received_at).desc(), col(Tap.id).desc())
+    )
 
 
 def list_taps(
     session: Session, *, flt: ListFilter | None = None, cursor: str | None = None, limit: int = 50
 ) -> tuple[list[TapPublic], str | None]:
     """One page of taps, newest first, and the cursor of the next page (None at the end)."""
-    stmt = filtered_select(flt or ListFilter())
-    after = keyset_before(col(Tap.received_at), col(Tap.id), cursor)
-    if after is not None:
-        stmt = stmt.where(after)
-    rows: Sequence[Any] = session.execute(stmt.limit(limit + 1)).all()
-    items = [row_to_public(r) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(last.received_at, last.id)
-    return items, next_cursor
+    return keyset_page(
+        session,
+        filtered_select(flt or ListFilter()),
+        moment=col(Tap.received_at),
+        row_id=col(Tap.id),
+        cursor=cursor,
+        limit=limit,
+        to_public=row_to_public,
+    )
 
 
 def get_tap(session: Session, *, tap_id: int) -> TapPublic | None:

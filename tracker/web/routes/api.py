@@ -11,13 +11,19 @@ Ingest answers (``POST /api/v1/taps``):
   or the key belongs to another station;
 * 403 ``{"detail": {"reason": "card_blocked"}}`` accepted tap on a blocked card;
 * 401 bad or missing token; 422 invalid body (field reasons).
+
+Station tokens are checked by SHA-256 lookup; a successful lookup is reused for
+``stations.TOKEN_CACHE_SECONDS`` (2 s) per process, so a token revoked or rotated by another
+process (or in SQL) stops working within 2 s, and at once when rotated in this process.
+The ingest itself runs in ``tracker.services.ingest`` (a short path for the common case).
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -46,6 +52,7 @@ from tracker.models import (
 )
 from tracker.services import cards as card_service
 from tracker.services import export as export_service
+from tracker.services import ingest as ingest_service
 from tracker.services import payouts as payout_service
 from tracker.services import stations as station_service
 from tracker.services import stats as stats_service
@@ -54,6 +61,7 @@ from tracker.services.filters import InvalidCursor, ListFilter
 from tracker.web.auth import CurrentUser, current_user, require_admin, require_viewer
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,21 +165,29 @@ async def post_tap(body: TapCreate, request: Request) -> Response:
 
 
 def _ingest_tap(body: TapCreate, request: Request) -> Response:
-    with request.app.state.sessionmaker() as session:
-        station = require_station(request, session)
-        try:
-            tap, created = tap_service.record_tap(
-                session, station_id=station.id, station_name=station.name, tap=body
-            )
-        except tap_service.CounterConflict as exc:
-            raise HTTPException(
-                status_code=status.HTTP_409_CONFLICT,
-                detail={"reason": "counter_not_increasing", "last_counter": exc.last_counter},
-            ) from None
-        except tap_service.CardBlocked:
-            raise HTTPException(
-                status_code=status.HTTP_403_FORBIDDEN, detail={"reason": "card_blocked"}
-            ) from None
+    state = request.app.state
+    token = _bearer(request)
+    station = station_service.cached_station(state.engine, token) if token else None
+    if station is None:  # not a recently seen token: look it up (or refuse it)
+        with state.sessionmaker() as session:
+            station = require_station(request, session)
+    try:
+        tap, created = ingest_service.ingest_tap(
+            state.engine,
+            state.sessionmaker,
+            station_id=station.id,
+            station_name=station.name,
+            tap=body,
+        )
+    except tap_service.CounterConflict as exc:
+        raise HTTPException(
+            status_code=status.HTTP_409_CONFLICT,
+            detail={"reason": "counter_not_increasing", "last_counter": exc.last_counter},
+        ) from None
+    except tap_service.CardBlocked:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN, detail={"reason": "card_blocked"}
+        ) from None
     answer = TapAnswer(tap=tap, created=created)
     return Response(
         content=answer.model_dump_json(),
@@ -307,16 +323,68 @@ class ListParams:
 ListDep = Annotated[ListParams, Depends()]
 
 
-def _invalid_cursor() -> HTTPException:
-    return HTTPException(
-        status_code=422,
-        detail=[
-            {
-                "field": "cursor",
-                "reason": "invalid cursor; omit it to start again",
-                "type": "value_error",
-            }
-        ],
+def _page(
+    lister: Callable[..., tuple[list[T], str | None]],
+    request: Request,
+    session: Any,
+    *,
+    flt: ListFilter,
+    cursor: str | None,
+    limit: int | None,
+) -> Page[T]:
+    """One page from a service's ``list_*`` function; a bad cursor is a 422 on ``cursor``."""
+    try:
+        items, nxt = lister(session, flt=flt, cursor=cursor, limit=_limit(request, limit))
+    except InvalidCursor:
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {
+                    "field": "cursor",
+                    "reason": "invalid cursor; omit it to start again",
+                    "type": "value_error",
+                }
+            ],
+        ) from None
+    return Page(items=items, next_cursor=nxt)
+
+
+def _add_export_routes(kind: str) -> None:
+    """``GET /<kind>/export.csv`` and ``.json``: every row the list filters select, streamed.
+    (Registered in place: ``/payouts/export.csv`` must come before ``/payouts/{payout_id}``.)"""
+    for fmt in ("csv", "json"):
+        router.add_api_route(
+            f"/{kind}/export.{fmt}",
+            _export_endpoint(kind, fmt),
+            methods=["GET"],
+            name=f"export_{kind}_{fmt}",
+            summary=f"Export filtered {kind} as {fmt.upper()} (streamed)",
+        )
+
+
+def _export_endpoint(kind: str, fmt: str) -> Callable[..., StreamingResponse]:
+    def export(request: Request, _user: ViewerDep, params: ListDep) -> StreamingResponse:
+        return _export(request, kind, fmt, params.filter)
+
+    return export
+
+
+_EXPORTS = {
+    ("taps", "csv"): export_service.taps_csv,
+    ("taps", "json"): export_service.taps_json,
+    ("payouts", "csv"): export_service.payouts_csv,
+    ("payouts", "json"): export_service.payouts_json,
+}
+_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+
+
+def _export(request: Request, kind: str, fmt: str, flt: ListFilter) -> StreamingResponse:
+    """Stream every row matching ``flt`` as a download named ``<kind>.<fmt>``."""
+    body = _EXPORTS[kind, fmt](request.app.state.engine, flt=flt)
+    return StreamingResponse(
+        body,
+        media_type=_MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{kind}.{fmt}"'},
     )
 
 
@@ -374,13 +442,7 @@ def get_card_taps(
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> Page[TapPublic]:
     flt = ListFilter(card=_uid_or_422(uid))
-    try:
-        items, nxt = tap_service.list_taps(
-            session, flt=flt, cursor=cursor, limit=_limit(request, limit)
-        )
-    except InvalidCursor:
-        raise _invalid_cursor() from None
-    return Page[TapPublic](items=items, next_cursor=nxt)
+    return _page(tap_service.list_taps, request, session, flt=flt, cursor=cursor, limit=limit)
 
 
 @router.get("/cards/{uid}/payouts", response_model=Page[PayoutPublic], summary="A card's payouts")
@@ -393,13 +455,7 @@ def get_card_payouts(
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> Page[PayoutPublic]:
     flt = ListFilter(card=_uid_or_422(uid))
-    try:
-        items, nxt = payout_service.list_payouts(
-            session, flt=flt, cursor=cursor, limit=_limit(request, limit)
-        )
-    except InvalidCursor:
-        raise _invalid_cursor() from None
-    return Page[PayoutPublic](items=items, next_cursor=nxt)
+    return _page(payout_service.list_payouts, request, session, flt=flt, cursor=cursor, limit=limit)
 
 
 @router.get("/payouts", response_model=Page[PayoutPublic], summary="Payouts, filtered")
@@ -412,25 +468,12 @@ def get_payouts(
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> Page[PayoutPublic]:
     """Newest first. Filters: state, card, station, since/until, min_sats/max_sats, q."""
-    try:
-        items, nxt = payout_service.list_payouts(
-            session, flt=params.filter, cursor=cursor, limit=_limit(request, limit)
-        )
-    except InvalidCursor:
-        raise _invalid_cursor() from None
-    return Page[PayoutPublic](items=items, next_cursor=nxt)
+    return _page(
+        payout_service.list_payouts, request, session, flt=params.filter, cursor=cursor, limit=limit
+    )
 
 
-@router.get("/payouts/export.csv", summary="Export filtered payouts as CSV (streamed)")
-def export_payouts_csv(request: Request, _user: ViewerDep, params: ListDep) -> StreamingResponse:
-    body = export_service.payouts_csv(request.app.state.engine, flt=params.filter)
-    return _download(body, "payouts.csv", "text/csv; charset=utf-8")
-
-
-@router.get("/payouts/export.json", summary="Export filtered payouts as JSON (streamed)")
-def export_payouts_json(request: Request, _user: ViewerDep, params: ListDep) -> StreamingResponse:
-    body = export_service.payouts_json(request.app.state.engine, flt=params.filter)
-    return _download(body, "payouts.json", "application/json")
+_add_export_routes("payouts")
 
 
 @router.get("/payouts/{payout_id}", response_model=PayoutDetail, summary="One payout in full")
@@ -451,35 +494,14 @@ def get_taps(
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> Page[TapPublic]:
     """Newest first. Filters: outcome, card, station, since/until, q."""
-    try:
-        items, nxt = tap_service.list_taps(
-            session, flt=params.filter, cursor=cursor, limit=_limit(request, limit)
-        )
-    except InvalidCursor:
-        raise _invalid_cursor() from None
-    return Page[TapPublic](items=items, next_cursor=nxt)
+    return _page(
+        tap_service.list_taps, request, session, flt=params.filter, cursor=cursor, limit=limit
+    )
 
 
-@router.get("/taps/export.csv", summary="Export filtered taps as CSV (streamed)")
-def export_taps_csv(request: Request, _user: ViewerDep, params: ListDep) -> StreamingResponse:
-    body = export_service.taps_csv(request.app.state.engine, flt=params.filter)
-    return _download(body, "taps.csv", "text/csv; charset=utf-8")
-
-
-@router.get("/taps/export.json", summary="Export filtered taps as JSON (streamed)")
-def export_taps_json(request: Request, _user: ViewerDep, params: ListDep) -> StreamingResponse:
-    body = export_service.taps_json(request.app.state.engine, flt=params.filter)
-    return _download(body, "taps.json", "application/json")
+_add_export_routes("taps")
 
 
 @router.get("/stations", response_model=list[StationPublic], summary="Stations")
 def get_stations(session: SessionDep, _user: ViewerDep) -> list[StationPublic]:
     return station_service.list_stations(session)
-
-
-def _download(body: Any, filename: str, media_type: str) -> StreamingResponse:
-    return StreamingResponse(
-        body,
-        media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )

@@ -354,34 +354,46 @@ def _aliases(session: Any, uids: list[str]) -> dict[str, str]:
     return found
 
 
+def _list_page(
+    session: Any, filters: Filters, kind: str, lister: Callable[..., tuple[list[Any], str | None]]
+) -> tuple[list[Any], dict[str, Any]]:
+    """One filtered page for the taps or payouts page, and the template values both share
+    (filters, errors, paging, station choices, export links). A broken cursor is shown as an
+    error on the page, not raised."""
+    items: list[Any] = []
+    next_cursor = None
+    if not filters.errors:
+        try:
+            items, next_cursor = lister(
+                session, flt=filters.flt, cursor=filters.cursor, limit=PAGE_SIZE
+            )
+        except InvalidCursor as exc:
+            filters.errors.append(str(exc))
+    return items, {
+        "filters": filters.params,
+        "errors": filters.errors,
+        "next_cursor": next_cursor,
+        "first_page": filters.cursor is None,
+        "stations": station_service.station_names(session),
+        "export": _export_links(kind, filters.flt),
+    }
+
+
 # --- payouts -----------------------------------------------------------------------------------
 
 
 @router.get("/payouts")
 def payouts_page(request: Request, session: SessionDep, user: Viewer) -> Response:
     filters = parse_filters(request, kind="payouts")
-    items: list[Any] = []
-    next_cursor = None
-    if not filters.errors:
-        try:
-            items, next_cursor = payout_service.list_payouts(
-                session, flt=filters.flt, cursor=filters.cursor, limit=PAGE_SIZE
-            )
-        except InvalidCursor as exc:
-            filters.errors.append(str(exc))
+    items, context = _list_page(session, filters, "payouts", payout_service.list_payouts)
     return render(
         request,
         "payouts.html",
         {
             "title": "Payouts",
             "items": items,
-            "filters": filters.params,
-            "errors": filters.errors,
-            "next_cursor": next_cursor,
-            "first_page": filters.cursor is None,
+            **context,
             "states": [s.value for s in PayoutState],
-            "stations": station_service.station_names(session),
-            "export": _export_links("payouts", filters.flt),
         },
         user=user,
         status_code=400 if filters.errors else 200,
@@ -403,15 +415,7 @@ def payout_page(request: Request, payout_id: int, session: SessionDep, user: Vie
 @router.get("/taps")
 def taps_page(request: Request, session: SessionDep, user: Viewer) -> Response:
     filters = parse_filters(request, kind="taps")
-    items: list[Any] = []
-    next_cursor = None
-    if not filters.errors:
-        try:
-            items, next_cursor = tap_service.list_taps(
-                session, flt=filters.flt, cursor=filters.cursor, limit=PAGE_SIZE
-            )
-        except InvalidCursor as exc:
-            filters.errors.append(str(exc))
+    items, context = _list_page(session, filters, "taps", tap_service.list_taps)
     return render(
         request,
         "taps.html",
@@ -419,13 +423,8 @@ def taps_page(request: Request, session: SessionDep, user: Viewer) -> Response:
             "title": "Taps",
             "items": items,
             "aliases": _aliases(session, [t.card_uid for t in items]),
-            "filters": filters.params,
-            "errors": filters.errors,
-            "next_cursor": next_cursor,
-            "first_page": filters.cursor is None,
+            **context,
             "outcomes": [o.value for o in TapOutcome],
-            "stations": station_service.station_names(session),
-            "export": _export_links("taps", filters.flt),
         },
         user=user,
         status_code=400 if filters.errors else 200,
@@ -626,6 +625,7 @@ async def event_stream(request: Request, user: Viewer) -> StreamingResponse:
     """Server-sent events: ``event: tap|payout|card`` with a JSON row; comments as heartbeat."""
     hub = events.live_updates(request.app).ensure_started()
     queue = hub.attach()  # before the headers go out: nothing after "open" is missed
+    await hub.ready()  # PostgreSQL: the watcher LISTENs only while someone subscribes
 
     async def stream() -> AsyncIterator[str]:
         try:
