@@ -208,6 +208,9 @@ def test_operator_day_in_a_real_browser(tracker: dict[str, Any], tmp_path: Path)
         expect(payout_row.locator(".badge")).to_have_text("Completed")
         expect(page.locator('[data-stat="completed_payouts"]')).to_have_text("1")
         expect(page.locator('[data-stat="pending_payouts"]')).to_have_text("0")
+        # The charts redraw too: the completed payout now has a bar in the volume chart.
+        volume_panel = page.locator("[data-charts-url] .panel").first
+        expect(volume_panel).not_to_contain_text("no data for this period")
         assert page.evaluate("window.__sameDocument") is True  # no reload happened
         page.screenshot(path="/tmp/tracker-dashboard.png", full_page=True)
 

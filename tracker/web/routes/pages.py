@@ -300,22 +300,26 @@ def period_bounds(period: str, *, now: datetime | None = None) -> tuple[datetime
     return now - timedelta(days=7), "7d"
 
 
-@router.get("/")
-def dashboard(request: Request, session: SessionDep, user: Viewer, period: str = "7d") -> Response:
-    since, period = period_bounds(period)
-    stats = stats_service.dashboard_stats(session, since=since)
-    payouts, _ = payout_service.list_payouts(session, limit=DASHBOARD_ROWS)
-    taps, _ = tap_service.list_taps(session, limit=DASHBOARD_ROWS)
+def _dashboard_charts(session: Any, since: datetime | None) -> dict[str, Markup]:
+    """The three dashboard charts as escaped SVG, for the page and for its live refresh."""
     volume = stats_service.payout_volume_per_day(session, since=since)
     per_station = stats_service.taps_per_station(session, since=since)
     top = stats_service.top_cards(session, since=since, limit=8)
-    chart_svgs = {
+    return {
         "volume": Markup(charts.payout_volume_per_day([(d, sats) for d, _n, sats in volume])),
         "stations": Markup(charts.taps_per_station(per_station)),
         "cards": Markup(
             charts.top_cards([(alias or uid, sats, f"/cards/{uid}") for uid, alias, sats in top])
         ),
     }
+
+
+@router.get("/")
+def dashboard(request: Request, session: SessionDep, user: Viewer, period: str = "7d") -> Response:
+    since, period = period_bounds(period)
+    stats = stats_service.dashboard_stats(session, since=since)
+    payouts, _ = payout_service.list_payouts(session, limit=DASHBOARD_ROWS)
+    taps, _ = tap_service.list_taps(session, limit=DASHBOARD_ROWS)
     return render(
         request,
         "dashboard.html",
@@ -326,11 +330,27 @@ def dashboard(request: Request, session: SessionDep, user: Viewer, period: str =
             "periods": PERIODS,
             "payouts": payouts,
             "taps": taps,
-            "charts": chart_svgs,
+            "charts": _dashboard_charts(session, since),
             "aliases": _aliases(session, [t.card_uid for t in taps]),
         },
         user=user,
     )
+
+
+@router.get("/charts.html")
+def dashboard_charts(
+    request: Request, session: SessionDep, user: Viewer, period: str = "7d"
+) -> Response:
+    """The chart panels alone, so the live dashboard redraws them when taps and payouts arrive."""
+    since, period = period_bounds(period)
+    response = render(
+        request,
+        "dashboard_charts.html",
+        {"charts": _dashboard_charts(session, since), "period": period},
+        user=user,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.get("/summary.json")

@@ -130,6 +130,26 @@
     }, 400);
   }
 
+  // Charts cost a few queries each: redraw them at most every 2 s, from the server's own SVG
+  // (labels are escaped there), so they stay in step with the counters.
+  var chartsTimer = null;
+  function refreshCharts() {
+    if (chartsTimer) { return; }
+    chartsTimer = setTimeout(function () {
+      chartsTimer = null;
+      var sections = document.querySelectorAll("[data-charts-url]");
+      Array.prototype.forEach.call(sections, function (section) {
+        fetch(section.getAttribute("data-charts-url"), {
+          credentials: "same-origin", headers: { "Accept": "text/html" }
+        }).then(function (r) { return r.ok ? r.text() : null; }).then(function (markup) {
+          if (markup === null) { return; }
+          section.innerHTML = markup;
+          document.body.setAttribute("data-charts-refreshed", String(Date.now()));
+        }).catch(function () { /* next event retries */ });
+      });
+    }, 2000);
+  }
+
   function handler(topic) {
     return function (ev) {
       var d;
@@ -137,6 +157,7 @@
       if (topic === "card") { updateCard(d); return; }
       upsert(topic, d);
       refreshSummary();
+      refreshCharts();
       document.body.setAttribute("data-last-event", topic + ":" + d.id);
     };
   }
