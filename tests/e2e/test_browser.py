@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from components import require
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -37,16 +38,6 @@ CHROMIUM_ARGS = [
 CARD = "04C0FFEE123456"
 OTHER_CARD = "04BEEF00112233"
 PASSWORD = "correct horse battery"
-
-
-def _require() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "_root_conftest_for_e2e", Path(__file__).resolve().parent.parent / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.require
 
 
 def _playwright_available() -> bool:
@@ -136,7 +127,6 @@ def _tap(base: str, token: str, uid: str, counter: int, outcome: str = "accepted
 
 
 def test_operator_day_in_a_real_browser(tracker: dict[str, Any], tmp_path: Path) -> None:
-    require = _require()
     require(
         "browser",
         Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is not None,

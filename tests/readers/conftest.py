@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import require
+from components import require
 
 from . import pcscd_harness
 from .pcscd_harness import Pcscd

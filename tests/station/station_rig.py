@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import require
+from components import require
 
 
 def wait_until(cond: Callable[[], object], timeout: float = 15.0, step: float = 0.01) -> bool:

@@ -6,16 +6,14 @@ functions and types they (and F's page tests) use.
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from components import require
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
@@ -23,23 +21,6 @@ from tracker.db import make_sessionmaker
 from tracker.models import Role
 from tracker.services import stations as station_service
 from tracker.services import users as user_service
-
-
-def _root_require() -> Any:
-    """``require`` from tests/conftest.py, however pytest was started (cwd, rootdir)."""
-    root = sys.modules.get("conftest")
-    if root is not None and hasattr(root, "require"):
-        return root.require
-    spec = importlib.util.spec_from_file_location(
-        "_tracker_root_conftest", Path(__file__).resolve().parent.parent / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.require
-
-
-require = _root_require()
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432

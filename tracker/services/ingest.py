@@ -9,6 +9,9 @@ together, and a refused request stores nothing.
 
 * PostgreSQL: compare-and-set, tap insert and ``pg_notify`` are one autocommitted statement,
   one network round trip instead of BEGIN + UPDATE + INSERT + NOTIFY + COMMIT.
+  :func:`ingest_tap_async` runs that statement on an ``AsyncConnection`` from
+  :func:`tracker.db.async_pg_pool`, awaited on the event loop, prepared on each connection;
+  only the fallback and the throttled ``last_seen`` touch go to a worker thread.
 * SQLite: the same two statements as ``record_tap`` on the raw ``sqlite3`` connection, under
   the same write lock, without the ORM session and statement compilation around them (they
   cost more than the SQL; measured in bench/tracker.py).
@@ -21,11 +24,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import anyio.to_thread
 import sqlalchemy as sa
 from sqlmodel import Session
 
 from tracker import events
-from tracker.db import write_lock
+from tracker.db import async_pg_pool, write_lock
 from tracker.models import TapCreate, TapOutcome, TapPublic, UTCDateTime, utcnow
 from tracker.services import stations as station_service
 from tracker.services.filters import as_utc
@@ -101,14 +105,55 @@ def ingest_tap(
         return record_tap(session, station_id=station_id, station_name=station_name, tap=tap)
 
 
-def _one_statement_pg(
-    engine: sa.Engine, *, station_id: int, station_name: str, tap: TapCreate, now: datetime
-) -> tuple[int, str | None] | None:
-    """Run ``_ONE_STATEMENT_PG`` on a pooled psycopg connection in autocommit (no BEGIN or
-    COMMIT round trips); psycopg prepares it after a few runs on each connection."""
-    import psycopg
+async def ingest_tap_async(
+    engine: sa.Engine,
+    sessions: Callable[[], Session],
+    *,
+    station_id: int,
+    station_name: str,
+    tap: TapCreate,
+) -> tuple[TapPublic, bool]:
+    """:func:`ingest_tap` for a caller on the event loop, same answers and errors.
 
-    params = {
+    On PostgreSQL the common case is awaited on an async connection (no thread hop); every
+    other case, and every other database, runs :func:`ingest_tap` in a worker thread."""
+    if tap.outcome == TapOutcome.accepted and engine.dialect.name == "postgresql":
+        now = utcnow()
+        found = await _one_statement_pg_async(
+            engine, station_id=station_id, station_name=station_name, tap=tap, now=now
+        )
+        if found is not None:
+            tap_id, card_id = found
+            if station_service.touch_due(engine, station_id=station_id):
+                await anyio.to_thread.run_sync(_touch, engine, station_id, now)
+            public = stored_public(
+                tap, tap_id=tap_id, card_id=card_id, station_name=station_name, received_at=now
+            )
+            return public, True
+
+        def full_path() -> tuple[TapPublic, bool]:
+            with sessions() as session:
+                return record_tap(
+                    session, station_id=station_id, station_name=station_name, tap=tap
+                )
+
+        return await anyio.to_thread.run_sync(full_path)
+
+    def any_path() -> tuple[TapPublic, bool]:
+        return ingest_tap(
+            engine, sessions, station_id=station_id, station_name=station_name, tap=tap
+        )
+
+    return await anyio.to_thread.run_sync(any_path)
+
+
+def _touch(engine: sa.Engine, station_id: int, now: datetime) -> None:
+    with engine.begin() as conn:
+        station_service.touch(conn, station_id=station_id, now=now)
+
+
+def _pg_params(*, station_id: int, station_name: str, tap: TapCreate, now: datetime) -> Any:
+    return {
         "uid": tap.card_uid,
         "card_id": tap.card_id,
         "counter": tap.counter,
@@ -121,6 +166,50 @@ def _one_statement_pg(
         "channel": events.CHANNEL,
         "station": station_name,
     }
+
+
+async def _one_statement_pg_async(
+    engine: sa.Engine, *, station_id: int, station_name: str, tap: TapCreate, now: datetime
+) -> tuple[int, str | None] | None:
+    """``_ONE_STATEMENT_PG`` on a pooled autocommit ``AsyncConnection``, prepared at once
+    (``prepare=True``) on each connection. None: not the common case, or the server went
+    away; either way nothing was stored and ``record_tap`` settles it."""
+    import psycopg
+
+    params = _pg_params(station_id=station_id, station_name=station_name, tap=tap, now=now)
+    pool = async_pg_pool(engine)
+    lost = False
+    try:
+        async with pool.connection() as conn:
+            try:
+                cursor = await conn.execute(_ONE_STATEMENT_PG, params, prepare=True)
+                row = await cursor.fetchone()
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+                lost = True
+    except psycopg.errors.UniqueViolation:
+        return None  # the key is taken; nothing was stored; record_tap explains the refusal
+    if lost:
+        # The server went away (restart): every pooled connection, async or not, is dead.
+        # The statement committed entirely or not at all; record_tap runs on a fresh
+        # connection and finds a stored tap by its key.
+        pool.close_idle()
+        engine.dispose()
+        return None
+    if row is None:
+        return None
+    return int(row[0]), row[1]
+
+
+def _one_statement_pg(
+    engine: sa.Engine, *, station_id: int, station_name: str, tap: TapCreate, now: datetime
+) -> tuple[int, str | None] | None:
+    """Run ``_ONE_STATEMENT_PG`` on a pooled psycopg connection in autocommit (no BEGIN or
+    COMMIT round trips); psycopg prepares it after a few runs on each connection."""
+    import psycopg
+
+    params = _pg_params(station_id=station_id, station_name=station_name, tap=tap, now=now)
     raw = engine.raw_connection()
     try:
         driver: Any = raw.driver_connection

@@ -20,8 +20,9 @@ The ingest itself runs in ``tracker.services.ingest`` (a short path for the comm
 
 from __future__ import annotations
 
+import contextlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -30,7 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlmodel import SQLModel
 
-from tracker.db import SessionDep
+from tracker.db import SessionDep, close_async_pools
 from tracker.models import (
     CardDetail,
     CardPublic,
@@ -159,26 +160,36 @@ async def post_tap(body: TapCreate, request: Request) -> Response:
     if engine.dialect.name == "sqlite":
         # SQLite writes are serialised anyway and take well under a millisecond; doing them
         # on the event loop avoids a worker-thread hop and GIL hand-offs per tap (measured:
-        # about twice the ingest rate). PostgreSQL waits on the network: use the thread pool.
+        # about twice the ingest rate).
         return _ingest_tap(body, request)
-    return await run_in_threadpool(_ingest_tap, body, request)
-
-
-def _ingest_tap(body: TapCreate, request: Request) -> Response:
+    # PostgreSQL waits on the network: the common case is awaited on an async connection
+    # (ingest_tap_async); a token not seen lately is looked up in a worker thread.
     state = request.app.state
     token = _bearer(request)
-    station = station_service.cached_station(state.engine, token) if token else None
-    if station is None:  # not a recently seen token: look it up (or refuse it)
-        with state.sessionmaker() as session:
-            station = require_station(request, session)
-    try:
-        tap, created = ingest_service.ingest_tap(
-            state.engine,
+    station = station_service.cached_station(engine, token) if token else None
+    if station is None:
+        station = await run_in_threadpool(_station_of, request)
+    with _tap_errors():
+        tap, created = await ingest_service.ingest_tap_async(
+            engine,
             state.sessionmaker,
             station_id=station.id,
             station_name=station.name,
             tap=body,
         )
+    return _tap_answer(tap, created)
+
+
+def _station_of(request: Request) -> StationPublic:
+    with request.app.state.sessionmaker() as session:
+        return require_station(request, session)
+
+
+@contextlib.contextmanager
+def _tap_errors() -> Iterator[None]:
+    """The ingest service's refusals as HTTP answers (409, 403)."""
+    try:
+        yield
     except tap_service.CounterConflict as exc:
         raise HTTPException(
             status_code=status.HTTP_409_CONFLICT,
@@ -188,12 +199,39 @@ def _ingest_tap(body: TapCreate, request: Request) -> Response:
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN, detail={"reason": "card_blocked"}
         ) from None
+
+
+def _tap_answer(tap: TapPublic, created: bool) -> Response:
     answer = TapAnswer(tap=tap, created=created)
     return Response(
         content=answer.model_dump_json(),
         media_type="application/json",
         status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
     )
+
+
+def _ingest_tap(body: TapCreate, request: Request) -> Response:
+    state = request.app.state
+    token = _bearer(request)
+    station = station_service.cached_station(state.engine, token) if token else None
+    if station is None:  # not a recently seen token: look it up (or refuse it)
+        station = _station_of(request)
+    with _tap_errors():
+        tap, created = ingest_service.ingest_tap(
+            state.engine,
+            state.sessionmaker,
+            station_id=station.id,
+            station_name=station.name,
+            tap=body,
+        )
+    return _tap_answer(tap, created)
+
+
+async def _close_async_pools() -> None:
+    close_async_pools()  # this loop's async ingest connections (app shutdown)
+
+
+router.add_event_handler("shutdown", _close_async_pools)
 
 
 @router.get(
