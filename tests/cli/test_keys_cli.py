@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from published import VECTORS
 from station_cli import run_station
 
 REPO = Path(__file__).resolve().parents[2]
-VECTORS_FILE = REPO / "tests" / "vectors" / "ntag424-public-vectors.json"
-VECTOR: dict[str, Any] = next(
-    v for v in json.loads(VECTORS_FILE.read_text()) if v["kind"] == "deterministic_keys"
-)
+VECTOR: dict[str, Any] = next(v for v in VECTORS if v["kind"] == "deterministic_keys")
 
 
 def station(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,17 +8,14 @@ installed directly and the published command is fed to the card.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from published import BY_ID as VECTORS
 
 from station.ntag424 import crypto
 from station.ntag424.card import EmulatedCard
 
-VECTOR_FILE = Path(__file__).resolve().parents[1] / "vectors" / "ntag424-public-vectors.json"
-VECTORS = {v["id"]: v for v in json.loads(VECTOR_FILE.read_text())}
 SELECT_APP = bytes.fromhex("00A4040007D276000085010100")
 SELECT_NDEF = bytes.fromhex("00A4000C02E104")
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from published import BY_ID, VECTORS
 
 from station.ntag424 import commands as cmd
 from station.ntag424 import crypto
@@ -32,10 +31,6 @@ from station.ntag424.filesettings import (
 from station.ntag424.flows import Replay, drive
 from station.ntag424.session import Session
 
-VECTORS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parents[1] / "vectors" / "ntag424-public-vectors.json").read_text()
-)
-BY_ID = {v["id"]: v for v in VECTORS}
 h = bytes.fromhex
 
 

@@ -6,20 +6,16 @@ BoltCardTools) and RFC 4493 §4 (AES-CMAC examples); properties cover what no ta
 
 from __future__ import annotations
 
-import json
 import zlib
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from published import VECTORS
 
 from station.ntag424 import crypto
 from station.ntag424.sun import cmac_subkeys, sdm_session_keys
-
-VECTORS_FILE = Path(__file__).resolve().parents[1] / "vectors" / "ntag424-public-vectors.json"
-VECTORS: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text())
 
 
 def of_kind(kind: str) -> list[Any]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from published import BY_ID
 
 from station.ntag424.errors import AuthenticationError, FileNotFound, ProtocolError
 from station.ntag424.flows import (
@@ -22,10 +21,6 @@ from station.ntag424.flows import (
 from station.ntag424.ndef import bolt_card_layout, bolt_card_template
 from station.ntag424.session import Session
 
-VECTORS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parents[1] / "vectors" / "ntag424-public-vectors.json").read_text()
-)
-BY_ID = {v["id"]: v for v in VECTORS}
 h = bytes.fromhex
 
 SELECT_APP = h("00A4040C07D276000085010100")

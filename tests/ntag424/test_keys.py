@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from published import VECTORS
 
 from station.ntag424 import crypto
 from station.ntag424.errors import InvalidTap, MalformedInput, UsageError
@@ -28,8 +29,6 @@ from station.ntag424.keys import (
 )
 from station.ntag424.sun import build_sun_url, compute_sun, parse_sun_url
 
-VECTORS_FILE = Path(__file__).resolve().parents[1] / "vectors" / "ntag424-public-vectors.json"
-VECTORS: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text())
 DETERMINISTIC = [pytest.param(v, id=v["id"]) for v in VECTORS if v["kind"] == "deterministic_keys"]
 
 ISSUER = bytes.fromhex("00000000000000000000000000000001")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from published import BY_ID
 
 from station.ntag424.errors import ProtocolError, UsageError
 from station.ntag424.ndef import (
@@ -22,10 +19,6 @@ from station.ntag424.ndef import (
     url_from_file,
 )
 
-VECTORS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parents[1] / "vectors" / "ntag424-public-vectors.json").read_text()
-)
-BY_ID = {v["id"]: v for v in VECTORS}
 h = bytes.fromhex
 ZP, ZC = "0" * 32, "0" * 16
 

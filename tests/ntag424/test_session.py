@@ -6,21 +6,16 @@ their errata corrected as the file documents), never from this code's own output
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from published import BY_ID, VECTORS
 
 from station.ntag424 import crypto
 from station.ntag424.errors import AuthenticationError, IntegrityError, ProtocolError, UsageError
 from station.ntag424.filesettings import CommMode
 from station.ntag424.session import AuthenticateEV2First, AuthenticateEV2NonFirst, Session
 
-VECTORS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parents[1] / "vectors" / "ntag424-public-vectors.json").read_text()
-)
-BY_ID = {v["id"]: v for v in VECTORS}
 h = bytes.fromhex
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from published import VECTORS
 
 from station.ntag424.errors import UsageError
 from station.ntag424.signature import (
@@ -19,9 +16,6 @@ from station.ntag424.signature import (
     verify_originality,
 )
 
-VECTORS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parents[1] / "vectors" / "ntag424-public-vectors.json").read_text()
-)
 T30 = next(v for v in VECTORS if v["id"] == "an12196-t30-originality-signature")["inputs"]
 UID = bytes.fromhex(T30["uid"])
 SIG = bytes.fromhex(T30["signature_r_s"])

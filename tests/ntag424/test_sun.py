@@ -9,13 +9,12 @@ these tests use only ``station.ntag424.crypto``, never the verifier under test.
 from __future__ import annotations
 
 import contextlib
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from published import VECTORS
 
 from station.ntag424 import crypto
 from station.ntag424.errors import InvalidTap, MalformedInput, UsageError
@@ -30,8 +29,6 @@ from station.ntag424.sun import (
     verify_sun_reference,
 )
 
-VECTORS_FILE = Path(__file__).resolve().parents[1] / "vectors" / "ntag424-public-vectors.json"
-VECTORS: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text())
 SUN_AES = [pytest.param(v, id=v["id"]) for v in VECTORS if v["kind"] == "sun_aes"]
 SUN_LRP = [pytest.param(v, id=v["id"]) for v in VECTORS if v["kind"] == "sun_lrp"]
 
