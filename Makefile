@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check station tracker tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict station/ntag424
+	$(BIN)/mypy --strict station/ntag424 station/emulator
 
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

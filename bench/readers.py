@@ -51,7 +51,7 @@ def _time(fn: Callable[[], object], count: int) -> list[float]:
 
 
 def _bolt_card() -> Any:
-    from station.ntag424.card import EmulatedCard
+    from station.emulator.card import EmulatedCard
     from station.ntag424.flows import drive, provision_bolt_card
     from station.ntag424.keys import derive_keys
     from station.ntag424.ndef import bolt_card_template
@@ -95,8 +95,8 @@ def _pcsc_rows(n_apdu: int, n_read: int) -> list[dict[str, Any]]:
     why = pcscd_harness.unavailable_reason()
     if why:
         return [_skipped("pcscd+vpcd", why)]
+    from station.emulator.bridges.vpcd import VpcdError
     from station.readers.base import ReaderError
-    from station.readers.vpcd import VpcdError
 
     # One pcscd per machine: another suite may stop the one we reused mid-run. Start again.
     failure = ""
@@ -113,8 +113,8 @@ def _pcsc_rows(n_apdu: int, n_read: int) -> list[dict[str, Any]]:
 
 
 def _measure_pcsc(n_apdu: int, n_read: int) -> list[dict[str, Any]]:
+    from station.emulator.bridges.vpcd import VpcdBridge
     from station.readers.pcsc import PcscReader
-    from station.readers.vpcd import VpcdBridge
 
     rows: list[dict[str, Any]] = []
     bridge = VpcdBridge(_bolt_card(), port=VPCD_PORT)
@@ -176,7 +176,7 @@ def _nfcpy_rows(n_apdu: int, n_read: int) -> list[dict[str, Any]]:
         import nfc  # noqa: F401
     except ImportError:
         return [_skipped("nfcpy udp", "nfcpy is not installed")]
-    from station.readers.nfc_udp_card import NfcUdpCard
+    from station.emulator.bridges.nfc_udp import NfcUdpCard
     from station.readers.nfcpy_reader import NfcpyReader
 
     port = _free_udp_port()

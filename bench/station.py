@@ -81,8 +81,8 @@ def _pcsc_rows(tmp: Path, n: int) -> list[dict[str, Any]]:
     why = pcscd_harness.unavailable_reason()
     if why:
         return [{"case": "tap through pcscd+vpcd", "detail": f"skipped: {why}"}]
+    from station.emulator.bridges.vpcd import VpcdBridge
     from station.readers.pcsc import PcscReader, list_reader_names
-    from station.readers.vpcd import VpcdBridge
     from station.recorder import DirectRecorder, NullRecorder
 
     daemon = pcscd_harness.Pcscd()

@@ -193,8 +193,8 @@ class ReaderChoice:
 
 
 def _emulated_card(choice: ReaderChoice) -> Any:
-    from station.ntag424.card import EmulatedCard
-    from station.ntag424.card_state import StateError, load_state, save_state
+    from station.emulator.card import EmulatedCard
+    from station.emulator.state import StateError, load_state, save_state
 
     if choice.state is None:
         raise BadInput("the emulated backend needs --state FILE (the emulated card's JSON state)")
@@ -254,7 +254,7 @@ def card_on_reader(choice: ReaderChoice) -> Iterator[CardLink]:
     finally:
         reader.close()
         if card is not None and choice.state is not None:
-            from station.ntag424.card_state import save_state
+            from station.emulator.state import save_state
 
             save_state(choice.state, card.to_state())
 
@@ -597,7 +597,7 @@ def add_to_keys_file(path: Path, entry: dict[str, Any]) -> None:
     ``station sun verify --keys FILE`` and ``station card check --keys FILE`` read. Written
     atomically, mode 0600: it holds keys.
     """
-    from station.ntag424.card_state import save_state
+    from station.emulator.state import save_state
 
     existing = check_keys_file(path)
     if existing is not None:

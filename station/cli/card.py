@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from station.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_NEGATIVE, EXIT_OK
 
 if TYPE_CHECKING:
-    from station.ntag424.card import EmulatedCard
+    from station.emulator.card import EmulatedCard
 
 # The card tools, flows and emulated card are imported inside the handlers: ``station``
 # start-up registers every subcommand, and most runs need none of them.
@@ -66,8 +66,8 @@ def register(subparsers: Any) -> None:
 
 def _load_or_create(path: Path, uid_arg: str | None) -> tuple[EmulatedCard, bool]:
     from station import cardtools as ct
-    from station.ntag424.card import EmulatedCard
-    from station.ntag424.card_state import StateError, load_state, save_state
+    from station.emulator.card import EmulatedCard
+    from station.emulator.state import StateError, load_state, save_state
 
     uid = ct.parse_hex(uid_arg, "--uid", 7) if uid_arg is not None else None
     if path.exists():
@@ -133,7 +133,7 @@ def _tap(card: EmulatedCard) -> str:
 def run_emulate(args: argparse.Namespace) -> int:
     def body() -> int:
         from station import cardtools as ct
-        from station.ntag424.card_state import save_state
+        from station.emulator.state import save_state
 
         path = Path(args.state)
         if args.taps < 0:

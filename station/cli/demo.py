@@ -85,9 +85,9 @@ class UrlCard:
 
 def load_or_provision(path: Path, uid: bytes, issuer_key: bytes, base_url: str) -> Any:
     """An emulated card from its state file, or a factory card provisioned as a Bolt Card."""
+    from station.emulator.card import EmulatedCard
+    from station.emulator.state import load_state, save_state
     from station.ntag424 import flows
-    from station.ntag424.card import EmulatedCard
-    from station.ntag424.card_state import load_state, save_state
     from station.ntag424.keys import derive_keys
     from station.ntag424.ndef import bolt_card_template
 
@@ -228,7 +228,7 @@ class Scheduler:
         return card, path
 
     def run(self) -> None:
-        from station.ntag424.card_state import save_state
+        from station.emulator.state import save_state
 
         dwell = min(0.5, self.interval / 2)
         while not self.stop.is_set():

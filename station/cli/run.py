@@ -105,8 +105,8 @@ def _open_reader(args: argparse.Namespace) -> tuple[Any, Any]:
         reader = EmulatedReader()
         card = None
         if args.card_state is not None:
-            from station.ntag424.card import EmulatedCard
-            from station.ntag424.card_state import load_state
+            from station.emulator.card import EmulatedCard
+            from station.emulator.state import load_state
 
             card = EmulatedCard.from_state(load_state(args.card_state))
             reader.present(card)
@@ -174,7 +174,7 @@ def cmd_read(args: argparse.Namespace) -> int:
         return EXIT_ENVIRONMENT
     finally:
         if card is not None and args.card_state is not None:
-            from station.ntag424.card_state import save_state
+            from station.emulator.state import save_state
 
             save_state(args.card_state, card.to_state())
         reader.close()

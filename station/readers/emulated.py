@@ -17,7 +17,7 @@ from station.readers.pcsc import feedback_apdu
 
 
 class EmulatedCardLike(Protocol):
-    """The part of ``station.ntag424.card.EmulatedCard`` a reader needs."""
+    """The part of ``station.emulator.card.EmulatedCard`` a reader needs."""
 
     def transceive(self, apdu: bytes) -> bytes: ...
 

@@ -1,5 +1,5 @@
 """nfcpy backend: USB readers nfcpy drives directly (``usb:…``), serial ones (``tty:…``) and
-its simulated radio (``udp:host:port``, see :mod:`station.readers.nfc_udp_card`).
+its simulated radio (``udp:host:port``, see :mod:`station.emulator.bridges.nfc_udp`).
 
 Named ``nfcpy_reader`` on purpose: a module called ``nfc.py`` would shadow nfcpy's package.
 

@@ -11,8 +11,8 @@ import pytest
 from station_cli import run_station
 
 from station.cli import main
-from station.ntag424.card import TEST_ORIGINALITY_PUBLIC_KEY, EmulatedCard
-from station.ntag424.card_state import save_state
+from station.emulator.card import TEST_ORIGINALITY_PUBLIC_KEY, EmulatedCard
+from station.emulator.state import save_state
 
 # boltcard/boltcard docs/DETERMINISTIC.md "Test vectors"
 ISSUER = "00000000000000000000000000000001"

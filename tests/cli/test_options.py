@@ -66,7 +66,7 @@ def test_building_the_parser_imports_no_protocol_core_or_tracker() -> None:
     )
     loaded = set(json.loads(proc.stdout))
     heavy = {
-        "station.ntag424.card",
+        "station.emulator.card",
         "station.ntag424.keys",
         "station.ntag424.sun",
         "station.cardtools",

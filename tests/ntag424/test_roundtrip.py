@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-card_mod = pytest.importorskip("station.ntag424.card")
+card_mod = pytest.importorskip("station.emulator.card")
 sun = pytest.importorskip("station.ntag424.sun")
 
 from station.ntag424 import commands as cmd  # noqa: E402

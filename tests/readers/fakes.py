@@ -48,7 +48,7 @@ def bolt_card(uid: bytes = bytes.fromhex("04C0FFEE000180")) -> object:
     """A real ``EmulatedCard`` provisioned as a Bolt Card (issuer key all zero, test only)."""
     import os
 
-    from station.ntag424.card import EmulatedCard
+    from station.emulator.card import EmulatedCard
     from station.ntag424.flows import drive, provision_bolt_card
     from station.ntag424.keys import derive_keys
     from station.ntag424.ndef import bolt_card_template

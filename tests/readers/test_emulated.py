@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from station.ntag424.card import EmulatedCard
+from station.emulator.card import EmulatedCard
 from station.ntag424.flows import drive, read_sun_url
 from station.readers.base import CardLink, CardRemoved, Reader
 from station.readers.emulated import EmulatedReader

@@ -1,7 +1,7 @@
 """The nfcpy backend against stock nfcpy's udp radio, with our ISO 14443-4 card on the far end.
 
 The reader side is unmodified nfcpy (sense, RATS, Type4ATag, ISO-DEP initiator); the card side
-is station.readers.nfc_udp_card. Both speak on 127.0.0.1 only.
+is station.emulator.bridges.nfc_udp. Both speak on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from station.emulator.bridges.nfc_udp import DEFAULT_ATS, IsoDepCard, NfcUdpCard
 from station.ntag424.flows import drive, read_sun_url
 from station.readers.base import CardLink, CardRemoved, Reader, ReaderUnavailable
-from station.readers.nfc_udp_card import DEFAULT_ATS, IsoDepCard, NfcUdpCard
 from station.readers.nfcpy_reader import NfcpyReader
 
 from .fakes import NDEF_AID, StubCard, bolt_card

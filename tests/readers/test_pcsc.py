@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from station.emulator.bridges.vpcd import VpcdBridge
 from station.readers.base import CardLink, CardRemoved, Reader, ReaderUnavailable
 from station.readers.pcsc import PcscReader, list_reader_names
-from station.readers.vpcd import VpcdBridge
 
 from .fakes import NDEF_AID, StubCard
 from .pcscd_harness import Pcscd
@@ -178,7 +178,7 @@ def test_recovers_after_pcscd_restart(
 def test_vpcd_command_line_serves_a_card_and_saves_its_state(
     pcscd: Pcscd, reader: PcscReader, tmp_path: Path
 ) -> None:
-    from station.ntag424.card_state import load_state, save_state
+    from station.emulator.state import load_state, save_state
     from station.ntag424.flows import drive, read_sun_url
 
     from .fakes import bolt_card
@@ -189,7 +189,8 @@ def test_vpcd_command_line_serves_a_card_and_saves_its_state(
     save_state(state, card.to_state())  # type: ignore[attr-defined]
     before = json.dumps(load_state(state), sort_keys=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "station.readers.vpcd", "--state", str(state), "--port", str(PORT)],
+        [sys.executable, "-m", "station.emulator.bridges.vpcd", "--state", str(state),
+         "--port", str(PORT)],
         stderr=subprocess.PIPE,
     )
     try:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from station.ntag424.card import EmulatedCard
+from station.emulator.card import EmulatedCard
 from station.ntag424.flows import authenticate, drive, read_sun_url
 from station.readers.base import CardLink, CardRemoved
 from station.readers.emulated import EmulatedReader

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from station.readers.vpcd import DEFAULT_ATR, VpcdBridge, VpcdError
+from station.emulator.bridges.vpcd import DEFAULT_ATR, VpcdBridge, VpcdError
 
 from .fakes import StubCard
 

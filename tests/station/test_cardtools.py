@@ -19,10 +19,10 @@ from station_rig import pcscd_fixture as pcscd_fixture  # provides the pcscd fix
 from station_rig import vpcd_reader_name
 
 from station import cardtools as ct
+from station.emulator.card import TEST_ORIGINALITY_PUBLIC_KEY, EmulatedCard
+from station.emulator.state import CardState, save_state
+from station.emulator.state import load_state as _load_dict
 from station.ntag424 import flows
-from station.ntag424.card import TEST_ORIGINALITY_PUBLIC_KEY, EmulatedCard
-from station.ntag424.card_state import CardState, save_state
-from station.ntag424.card_state import load_state as _load_dict
 from station.ntag424.keys import KeySet, wipe_json
 from station.readers.emulated import EmulatedReader
 
@@ -420,7 +420,7 @@ def test_provision_check_wipe_through_pcscd_and_vpcd(
     pcscd: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The same card tools through pyscard, pcscd and the vpcd driver: a real reader stack."""
-    from station.readers.vpcd import VpcdBridge
+    from station.emulator.bridges.vpcd import VpcdBridge
 
     slot = "Virtual PCD 00 00"
     vpcd_reader_name(slot)

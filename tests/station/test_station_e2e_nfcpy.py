@@ -43,8 +43,8 @@ def test_taps_through_nfcpy_udp(tmp_path: Path) -> None:
     from tracker_live import LiveTracker
 
     from station.cli.demo import load_or_provision
-    from station.ntag424.card import EmulatedCard
-    from station.readers.nfc_udp_card import NfcUdpCard
+    from station.emulator.bridges.nfc_udp import NfcUdpCard
+    from station.emulator.card import EmulatedCard
 
     tracker = LiveTracker(tmp_path)
     tracker.start()

@@ -42,8 +42,8 @@ def rig(tmp_path: Path, pcscd):  # type: ignore[no-untyped-def]
     from tracker_live import LiveTracker
 
     from station.cli.demo import load_or_provision
+    from station.emulator.bridges.vpcd import VpcdBridge
     from station.readers.pcsc import PcscReader
-    from station.readers.vpcd import VpcdBridge
 
     tracker = LiveTracker(tmp_path)
     tracker.start()
@@ -86,7 +86,7 @@ def tap(station, bridge, card, *, what: str = "taps") -> None:  # type: ignore[n
 
 
 def test_tap_is_read_verified_recorded_and_a_rollback_refused(rig) -> None:  # type: ignore[no-untyped-def]
-    from station.ntag424.card import EmulatedCard
+    from station.emulator.card import EmulatedCard
 
     station, bridge, card, tracker, _ = rig
     saved = card.to_state()

@@ -314,7 +314,7 @@ def test_card_of_another_issuer_is_unknown(tmp_path: Path) -> None:
 
 
 def test_factory_blank_ntag424_is_not_a_bolt_card() -> None:
-    from station.ntag424.card import EmulatedCard
+    from station.emulator.card import EmulatedCard
 
     with pytest.raises(UnsupportedCard):
         _issuer_pipeline().process(DirectLink(EmulatedCard.factory(UID)))

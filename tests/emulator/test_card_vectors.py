@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from published import BY_ID as VECTORS
 
+from station.emulator.card import EmulatedCard
 from station.ntag424 import crypto
-from station.ntag424.card import EmulatedCard
 
 SELECT_APP = bytes.fromhex("00A4040007D276000085010100")
 SELECT_NDEF = bytes.fromhex("00A4000C02E104")

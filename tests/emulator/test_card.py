@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from station.emulator.card import TEST_ORIGINALITY_PUBLIC_KEY, EmulatedCard
 from station.ntag424 import crypto
-from station.ntag424.card import TEST_ORIGINALITY_PUBLIC_KEY, EmulatedCard
 
 SELECT_APP = bytes.fromhex("00A4040007D276000085010100")
 ZERO = bytes(16)

@@ -6,12 +6,12 @@ was written from NXP's NT4H2421Gx data sheet (Rev. 3.0) and AN12196, not from th
 
 Pure: bytes in, bytes out. No I/O, no clock; every random byte (RndB, TI, PICCData padding,
 random UIDs) comes from the injected ``rng``. The state that a real chip keeps in EEPROM is a
-:class:`~station.ntag424.card_state.CardState` (``to_state()`` / ``from_state()``);
+:class:`~station.emulator.state.CardState` (``to_state()`` / ``from_state()``);
 selection, authentication and chained frames are volatile and vanish on :meth:`power_cycle`.
 
-Modules: ``card_files`` (file system and settings encoding), ``card_sm`` (card-side secure
-messaging), ``card_sdm`` (SUN mirroring), ``card_auth`` (EV2 authentication and the failed
-authentication counter), ``card_native`` (the native command set), ``card_state``
+Modules: ``files`` (file system and settings encoding), ``sm`` (card-side secure
+messaging), ``sdm`` (SUN mirroring), ``auth`` (EV2 authentication and the failed
+authentication counter), ``native`` (the native command set), ``state``
 (persistence). What a real chip does that this one does not is listed in
 ``firmware_notes/emulated-card.md``.
 """
@@ -26,8 +26,8 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from station.ntag424 import card_sdm
-from station.ntag424.card_files import (
+from station.emulator import sdm as card_sdm
+from station.emulator.files import (
     FREE,
     MF_FILE_ID,
     NDEF_APP_DF_NAME,
@@ -35,10 +35,10 @@ from station.ntag424.card_files import (
     PICC_DF_NAME,
     DataFile,
 )
-from station.ntag424.card_native import NativeCommands, Pending, Selected
-from station.ntag424.card_sm import CardSession
-from station.ntag424.card_state import CardState
-from station.ntag424.card_status import (
+from station.emulator.native import NativeCommands, Pending, Selected
+from station.emulator.sm import CardSession
+from station.emulator.state import CardState
+from station.emulator.status import (
     ISO_CLA_NOT_SUPPORTED,
     ISO_CONDITIONS_NOT_SATISFIED,
     ISO_FILE_NOT_FOUND,

@@ -13,7 +13,7 @@ The listener binds 127.0.0.1 (nfcpy's own driver binds 0.0.0.0; tests must stay 
 and keeps that socket for as long as the card is "in the field", running nfcpy's own udp
 anticollision (``listen_tta`` logic) on it. "Removing" the card closes the socket: the reader
 sees timeouts, as with a card pulled out of the RF field.
-``python -m station.readers.nfc_udp_card --port 54321`` serves a card from a shell.
+``python -m station.emulator.bridges.nfc_udp --port 54321`` serves a card from a shell.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _SLICE = 0.05  # how often the serving thread checks for removal while idle in a
 
 
 class VirtualCard(Protocol):
-    """What this module needs from ``station.ntag424.card.EmulatedCard``."""
+    """What this module needs from ``station.emulator.card.EmulatedCard``."""
 
     @property
     def uid(self) -> bytes: ...
@@ -277,7 +277,7 @@ class NfcUdpCard:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m station.readers.nfc_udp_card",
+        prog="python -m station.emulator.bridges.nfc_udp",
         description="Serve an emulated NTAG 424 DNA on nfcpy's udp driver until Ctrl-C.",
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from pathlib import Path
 
-    from station.readers.vpcd import _load_card, _save_card
+    from station.emulator.bridges.vpcd import _load_card, _save_card
 
     state = Path(args.state) if args.state else None
     card: Any = _load_card(state, args.uid)

@@ -9,7 +9,7 @@ Latency: Debian's vpcd writes the length and the body with two ``send()`` calls.
 side and delayed ACK on ours each APDU would take ~44 ms, so ``TCP_QUICKACK`` is set before every
 ``recv`` (Linux clears it again after use). That brings a round trip down to tens of µs.
 
-Run as ``python -m station.readers.vpcd --state FILE`` to keep a card inserted from a shell
+Run as ``python -m station.emulator.bridges.vpcd --state FILE`` to keep a card inserted from a shell
 (the card's state is loaded from and saved back to FILE when the card supports it).
 """
 
@@ -42,7 +42,7 @@ CTRL_GET_ATR = 0x04
 
 
 class VirtualCard(Protocol):
-    """What the bridge needs from a card (``station.ntag424.card.EmulatedCard`` fits)."""
+    """What the bridge needs from a card (``station.emulator.card.EmulatedCard`` fits)."""
 
     def transceive(self, apdu: bytes) -> bytes: ...
 
@@ -190,8 +190,8 @@ class VpcdBridge:
 
 def _load_card(state: Path | None, uid: bytes | None) -> VirtualCard:
     """The card to insert: from ``state`` when that file exists, else a factory-fresh card."""
-    from station.ntag424.card import DEFAULT_UID, EmulatedCard  # the card is optional here
-    from station.ntag424.card_state import load_state
+    from station.emulator.card import DEFAULT_UID, EmulatedCard  # the card is optional here
+    from station.emulator.state import load_state
 
     if state is not None and state.exists():
         return EmulatedCard.from_state(load_state(state))
@@ -202,14 +202,14 @@ def _save_card(card: VirtualCard, state: Path | None) -> None:
     """Write the card's non-volatile memory back, so counters survive between runs."""
     if state is None or not hasattr(card, "to_state"):
         return
-    from station.ntag424.card_state import save_state
+    from station.emulator.state import save_state
 
     save_state(state, card.to_state())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m station.readers.vpcd",
+        prog="python -m station.emulator.bridges.vpcd",
         description="Insert an emulated NTAG 424 DNA into pcscd's vpcd reader until Ctrl-C.",
     )
     parser.add_argument(

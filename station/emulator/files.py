@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from station.ntag424.card_status import LENGTH_ERROR, PARAMETER_ERROR, Reject
+from station.emulator.status import LENGTH_ERROR, PARAMETER_ERROR, Reject
 
 FREE: Final = 0xE
 NEVER: Final = 0xF

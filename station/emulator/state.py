@@ -3,7 +3,7 @@
 :class:`CardState` is the chip's non-volatile memory: UID, the five application keys and their
 versions, the three files with their settings and SDM read counters, the failed-authentication
 counters and the SetConfiguration options. Everything volatile (selection, session, chained
-frames) lives in :class:`~station.ntag424.card.EmulatedCard` and is lost on a power cycle.
+frames) lives in :class:`~station.emulator.card.EmulatedCard` and is lost on a power cycle.
 
 A demo card must keep its SDMReadCtr between runs, or every tap after a restart would look like
 a replay; :func:`save_state` therefore writes atomically (temporary file, fsync, rename) so a
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from station.ntag424.card_files import KEY_COUNT, DataFile, decode_settings, factory_files
-from station.ntag424.card_status import Reject
+from station.emulator.files import KEY_COUNT, DataFile, decode_settings, factory_files
+from station.emulator.status import Reject
 
 STATE_FORMAT: Final = "boltcard-station/emulated-ntag424/1"
 DEFAULT_FAILED_CTR_LIMIT: Final = 1000  # datasheet §10.5.1 Table 50, option 0Ah defaults

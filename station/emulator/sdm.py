@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from station.emulator.files import SdmSettings
 from station.ntag424 import crypto
-from station.ntag424.card_files import SdmSettings
 
 
 def ascii_hex(data: bytes) -> bytes:

@@ -1,7 +1,7 @@
 """EV2 authentication bookkeeping on the card: the pending exchange and the failure counters.
 
 NT4H2421Gx §9 describes two defences against key guessing, both modelled here on the
-persistent :class:`~station.ntag424.card_state.CardState`:
+persistent :class:`~station.emulator.state.CardState`:
 
 * **TotFailCtr** per key: +1 per failed authentication, -TotFailCtrDecr (default 10) per
   success; at TotFailCtrLimit (default 1000) the key is blocked (PERMISSION_DENIED) until it is
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from station.ntag424.card_state import CardState
+from station.emulator.state import CardState
 
 DELAY_AFTER: Final = 2
 DELAY_MAX_ANSWERS: Final = 8

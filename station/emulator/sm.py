@@ -12,9 +12,9 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
+from station.emulator.files import CommMode
+from station.emulator.status import INTEGRITY_ERROR, LENGTH_ERROR, Reject
 from station.ntag424 import crypto
-from station.ntag424.card_files import CommMode
-from station.ntag424.card_status import INTEGRITY_ERROR, LENGTH_ERROR, Reject
 
 MAC_LEN = 8
 _IV_CMD = b"\xa5\x5a"

@@ -3,7 +3,7 @@
 One method per command of NT4H2421Gx §10 Table 22. Each reads its plain CmdHeader first (it
 decides the file, key and therefore the communication mode), lets the session check and unwrap
 the rest (:meth:`_open`), and seals its answer with :meth:`_ok`. Refusals raise
-:class:`~station.ntag424.card_status.Reject` with the status word the command's return-code
+:class:`~station.emulator.status.Reject` with the status word the command's return-code
 table gives; the dispatcher then also ends the authenticated state, as §9.1.9 requires.
 """
 
@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from station.ntag424 import crypto
-from station.ntag424.card_auth import (
+from station.emulator.auth import (
     AuthPending,
     key_blocked,
     record_failure,
     record_success,
     take_delay,
 )
-from station.ntag424.card_files import (
+from station.emulator.files import (
     FREE,
     KEY_COUNT,
     NEVER,
@@ -32,9 +31,9 @@ from station.ntag424.card_files import (
     decode_settings,
     with_sdm_counter_reset,
 )
-from station.ntag424.card_sm import CardSession, session_keys
-from station.ntag424.card_state import CardState
-from station.ntag424.card_status import (
+from station.emulator.sm import CardSession, session_keys
+from station.emulator.state import CardState
+from station.emulator.status import (
     ADDITIONAL_FRAME,
     AUTHENTICATION_DELAY,
     AUTHENTICATION_ERROR,
@@ -50,6 +49,7 @@ from station.ntag424.card_status import (
     Reject,
     sw_bytes,
 )
+from station.ntag424 import crypto
 
 MAX_FRAME: Final = 256  # short Le: at most 256 response bytes per frame, SM included
 # GetVersion part 3 after the UID: BatchNo (4), BatchNo/FabKey, FabKey/CWProd, YearProd.

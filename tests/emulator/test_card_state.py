@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from station.emulator.card import EmulatedCard
+from station.emulator.state import StateError, load_state, save_state
 from station.ntag424 import crypto
-from station.ntag424.card import EmulatedCard
-from station.ntag424.card_state import StateError, load_state, save_state
 
 REPO = Path(__file__).resolve().parents[2]
 UID = bytes.fromhex("04A0A1A2A3A4A5")
