@@ -38,6 +38,32 @@ from station.claim.withdraw import (
 
 log = logging.getLogger(__name__)
 
+
+class RedactQueries(logging.Filter):
+    """httpx logs every request's full URL at INFO ("HTTP Request: GET https://…?p=…&c=…
+    &k1=…&pin=…"). That query holds the tap's p/c, k1 and the PIN, so this filter, installed
+    on the "httpx" logger, cuts the query out of such records before any handler sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(_redact(arg) for arg in record.args)
+        return True
+
+
+def _redact(arg: object) -> object:
+    if isinstance(arg, httpx.URL):
+        return str(arg.copy_with(query=None, fragment=None)) + ("?…" if arg.query else "")
+    if isinstance(arg, str) and "://" in arg and "?" in arg:
+        return arg.split("?", 1)[0] + "?…"
+    return arg
+
+
+def install_log_redaction() -> None:
+    """Idempotent: put RedactQueries on the "httpx" logger once per process."""
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, RedactQueries) for f in httpx_log.filters):
+        httpx_log.addFilter(RedactQueries())
+
 MAX_REDIRECTS = 3
 BOLT11_LIMIT = 2000
 # Errors raised before a single byte of the request left: the callback was not sent.
@@ -74,6 +100,7 @@ class LnurlWithdrawClient:
         max_body: int = 64 * 1024,
         timeout: float = 30.0,
     ) -> None:
+        install_log_redaction()
         self._http = http
         self.policy = HostPolicy.build(allowed_hosts, insecure_hosts)
         self.max_body = max_body
@@ -197,7 +224,7 @@ class LnurlWithdrawClient:
             raise _TooLarge(f"announces {int(length)} bytes (limit {self.max_body})")
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_raw():
+        for chunk in response.iter_bytes():  # identity only (checked above)
             size += len(chunk)
             if size > self.max_body:
                 raise _TooLarge(f"is longer than {self.max_body} bytes")
