@@ -1,0 +1,1 @@
+"""The local point-of-sale endpoint and page of a station (``[pos] listen``)."""
