@@ -304,7 +304,9 @@ class ChargeRegistry:
             if charge is None:
                 raise KeyError(charge_id)
             if charge.state != ARMED:
-                raise ChargeError(f"charge is {charge.state}: only an armed charge can be cancelled")
+                raise ChargeError(
+                    f"charge is {charge.state}: only an armed charge can be cancelled"
+                )
             charge.state = CANCELLED
         self._finish(charge, CANCELLED, "cancelled by the merchant")
         return charge
