@@ -33,6 +33,9 @@ class Peer:
     base_url: str  # no trailing slash
     key: str  # only used to scrub it from any text we repeat
     permission: str  # the permission the key needs, in the source's own terms
+    # Words in an error answer that mean "your credential is refused" even under HTTP 500
+    # (LND's REST gateway answers a bad or missing macaroon with 500 and gRPC code 2).
+    refused_words: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
@@ -84,7 +87,11 @@ def call(
         ) from exc
 
     data, parsed = _parse(raw)
-    if status in (401, 403):
+    words = peer.scrub(_words(data) if parsed else "")
+    lowered = words.lower()
+    if status in (401, 403) or (
+        status >= 400 and any(w in lowered for w in peer.refused_words)
+    ):
         raise InvoiceSourceRefused(
             f"the {peer.kind} invoice source answered HTTP {status}: the key in "
             f"STATION_INVOICE_KEY ([invoices] key) is wrong or lacks permission "
@@ -96,7 +103,6 @@ def call(
             f"(HTTP {status}), which is not followed; set [invoices] url (STATION_INVOICE_URL) "
             "to the address the source really serves"
         )
-    words = peer.scrub(_words(data) if parsed else "")
     said = f": {words}" if words else ""
     if status >= 500 or status < 200:
         raise InvoiceSourceUnavailable(

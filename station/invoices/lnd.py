@@ -22,6 +22,8 @@ from .check import checked_invoice, checked_preimage, same_bolt11
 
 KIND = "lnd"
 PERMISSION = "invoices:write and invoices:read (an invoice macaroon)"
+# LND's own words for a refused macaroon (it sends them with HTTP 500, lnd issue #2332)
+REFUSED_WORDS = ("verification failed", "permission denied", "cannot get macaroon", "macaroon")
 _STATES = {"SETTLED": "paid", "OPEN": "unpaid", "ACCEPTED": "unpaid", "CANCELED": "expired"}
 
 
@@ -51,7 +53,9 @@ class LNDInvoices:
 
     def __init__(self, http: httpx.Client, url: str, macaroon_hex: str) -> None:
         self._http = http
-        self._peer = _http.Peer(KIND, url.rstrip("/"), macaroon_hex, PERMISSION)
+        self._peer = _http.Peer(
+            KIND, url.rstrip("/"), macaroon_hex, PERMISSION, REFUSED_WORDS
+        )
         self._headers = {"Grpc-Metadata-macaroon": macaroon_hex, "Accept": "application/json"}
 
     def __repr__(self) -> str:
