@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from station.claim import charge as states
+from station.claim.book import ChargeBook
 from station.claim.charge import Charge
 from station.claim.errors import (
     ClaimError,
@@ -33,7 +34,8 @@ from station.claim.errors import (
     OutcomeUnknown,
     WrongPin,
 )
-from station.claim.journal import ChargeJournal, DuplicateClaim, JournalEntry
+from station.claim.journal import DuplicateClaim, JournalEntry
+from station.claim.watch import InvoiceWatcher
 from station.claim.withdraw import CallbackResult, WithdrawRequest, check_amount, needs_pin
 from station.invoices.base import Invoice, InvoiceSource, InvoiceSourceError
 
@@ -75,28 +77,6 @@ def no_pin(charge: Charge, attempt: int) -> str | None:
     return None
 
 
-ClaimSink = Callable[[dict[str, Any]], None]
-"""Where claim records go: the outbox (forwarded to ``POST /api/v1/claims`` exactly once)."""
-
-
-def claim_body(charge: Charge, *, now: datetime | None = None) -> dict[str, Any]:
-    """The record the tracker receives for every state change of a charge (one shape)."""
-    stamp = (now or datetime.now(UTC).astimezone()).isoformat(timespec="milliseconds")
-    return {
-        "claim_id": charge.id,
-        "tap_key": charge.tap_key,
-        "state": charge.state,
-        "amount_msat": charge.amount_msat,
-        "memo": charge.memo or None,
-        "bolt11": charge.bolt11,
-        "payment_hash": charge.payment_hash,
-        "issuer_host": charge.issuer_host,
-        "k1_hash": charge.k1_hash,
-        "reason": charge.reason,
-        "station_time": stamp,
-    }
-
-
 class ChargeRunner:
     """Runs charges; one instance per station, safe to call from several reader threads."""
 
@@ -105,9 +85,8 @@ class ChargeRunner:
         *,
         withdraw: WithdrawClient,
         invoices: InvoiceSource | None,
-        journal: ChargeJournal,
-        sink: ClaimSink,
-        watcher: Any,
+        book: ChargeBook,
+        watcher: InvoiceWatcher,
         pin_prompt: PinPrompt = no_pin,
         invoice_expiry: int = 600,
         settle_wait: float = 5.0,
@@ -116,8 +95,7 @@ class ChargeRunner:
     ) -> None:
         self.withdraw = withdraw
         self.invoices = invoices
-        self.journal = journal
-        self.sink = sink
+        self.book = book
         self.watcher = watcher
         self.pin_prompt = pin_prompt
         self.invoice_expiry = invoice_expiry
@@ -182,7 +160,7 @@ class ChargeRunner:
         charge.k1_hash = request.k1_hash
         charge.emit("invoice", payment_hash=invoice.payment_hash, bolt11=invoice.bolt11,
                     amount_msat=invoice.amount_msat)
-        self.journal.begin(JournalEntry(
+        self.book.begin(charge, JournalEntry(
             id=charge.id, tap_key=card.tap_key, state=states.SENDING,
             amount_msat=charge.amount_msat, memo=charge.memo, issuer_host=card.host,
             bolt11=invoice.bolt11, payment_hash=invoice.payment_hash, invoice_id=invoice.id,
@@ -190,8 +168,6 @@ class ChargeRunner:
             uid=card.uid, counter=card.counter, card_id=card.card_id, verified=card.verified,
             created_at=time.time(),
         ))
-        charge.set_state(states.SENDING)
-        self.sink(claim_body(charge))
         tries = 1
         while True:
             charge.emit("callback", attempt=tries)
@@ -243,19 +219,39 @@ class ChargeRunner:
             self._sleep(self.settle_poll)
         self.watcher.watch(charge, invoice)
 
+    # -- after a restart ---------------------------------------------------------------------
+
+    def recover(self) -> list[Charge]:
+        """Hand every charge the journal left open to the watcher; the issuer is not called.
+
+        A charge still ``sending`` crashed between the claim record and the callback's answer:
+        the callback may have gone out, so it becomes ``unknown`` and only the merchant's
+        invoice can settle it.
+        """
+        recovered = []
+        for entry in self.book.journal.open_entries():
+            charge = charge_from_entry(entry)
+            if entry.state == states.SENDING:
+                self._settle(charge, states.UNKNOWN,
+                             "the station restarted while claiming; watching the invoice")
+            else:
+                self.watcher.watch(charge, _invoice_of(charge))
+            recovered.append(charge)
+        if recovered:
+            log.info("watching %d unsettled charges from before the restart", len(recovered))
+        return recovered
+
     # -- recording ---------------------------------------------------------------------------
 
     def _settle(self, charge: Charge, state: str, reason: str | None) -> None:
         """A state change after the claim exists: journal, tracker, page — in that order."""
-        charge.set_state(state, reason)
-        self.journal.update(charge.id, state, reason)
-        self.sink(claim_body(charge))
-        if state in (states.UNKNOWN,) and charge.bolt11 is not None:
+        self.book.settle(charge, state, reason)
+        if state == states.UNKNOWN and charge.bolt11 is not None:
             self.watcher.watch(charge, _invoice_of(charge))
 
     def _refuse(self, charge: Charge, reason: str, *, fault: str) -> None:
         charge.fault = fault
-        if charge.state == states.SENDING or self.journal.get(charge.id) is not None:
+        if charge.state == states.SENDING or self.book.known(charge.id):
             self._settle(charge, states.REFUSED, reason)
         else:
             charge.set_state(states.REFUSED, reason)
@@ -270,6 +266,19 @@ class ChargeRunner:
 class _PinMissing(ClaimError):
     def __init__(self) -> None:
         super().__init__("this card asks for a PIN at this amount and none was given")
+
+
+def charge_from_entry(entry: JournalEntry) -> Charge:
+    """A charge rebuilt from its journal row (after a restart)."""
+    charge = Charge(
+        id=entry.id, amount_sats=entry.amount_msat // 1000, memo=entry.memo, reader=None,
+        expires_at=entry.created_at, created_at=entry.created_at, state=entry.state,
+        uid=entry.uid, counter=entry.counter, card_id=entry.card_id, verified=entry.verified,
+        tap_key=entry.tap_key, issuer_host=entry.issuer_host, payment_hash=entry.payment_hash,
+        bolt11=entry.bolt11, invoice_id=entry.invoice_id,
+        invoice_expires_at=entry.invoice_expires_at, k1_hash=entry.k1_hash, reason=entry.reason,
+    )
+    return charge
 
 
 def _invoice_of(charge: Charge) -> Invoice:

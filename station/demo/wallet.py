@@ -26,17 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+
+from station.serve import serve_in_thread
 
 from .ledger import DEFAULT_EXPIRY_S, Ledger, WalletConfig, WalletError
 
@@ -131,41 +130,6 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise WalletError(400, "the body must be a JSON object")
     return body
-
-
-def serve_in_thread(
-    app: Any, host: str = "127.0.0.1", port: int = 0
-) -> tuple[str, Callable[[], None]]:
-    """Run ``app`` with uvicorn in a daemon thread; return (base URL with the real port, stop).
-
-    Binding the socket here (port 0 = any free port) means the URL is known before the first
-    request, and parallel tests never collide on a port.
-    """
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
-    real_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn:{real_port}", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            raise RuntimeError(f"the server on {host}:{real_port} did not start")
-        time.sleep(0.01)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{real_port}", stop
 
 
 def demo_wallets(balance_sat: int = 1_000_000) -> list[WalletConfig]:
