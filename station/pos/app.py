@@ -42,7 +42,7 @@ _CSP = (
 
 
 class ArmBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     amount_sats: int = Field(ge=1, le=2_100_000_000_000_000)
     memo: str = Field(default="", max_length=200)
@@ -51,7 +51,7 @@ class ArmBody(BaseModel):
 
 
 class PinBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     pin: str = Field(max_length=8)
 
