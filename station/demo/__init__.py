@@ -1,0 +1,1 @@
+"""Demo peers for tests and `make demo`: TEST PEERS, never production services."""
