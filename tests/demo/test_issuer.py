@@ -122,7 +122,7 @@ def test_counter_moves_only_with_pr_and_replay_is_400(peer: Any) -> None:
 
 def test_forged_and_unknown_taps(peer: Any) -> None:
     base, _, tapper = peer
-    p, c = tapper.tap()
+    p, _ = tapper.tap()
     forged = first_get(base, p, "00" * 8)
     assert forged.status_code == 400
     assert forged.json()["reason"] == "Replayed or expired query"
@@ -401,7 +401,7 @@ def test_fault_switches() -> None:
         issuer.faults.garbage = False
         issuer.faults.drop_callback = True
         body = first_get(base, *tapper.tap()).json()
-        pr, payment_hash = invoice(2_000)
+        pr, _ = invoice(2_000)
         with pytest.raises(httpx.HTTPError):
             callback(body, pr)
         assert issuer.ledger.payouts()[0].state == "Completed"  # paid, answer dropped
@@ -409,7 +409,5 @@ def test_fault_switches() -> None:
         issuer.faults.slow_callback_s = 2.0
         body = first_get(base, *tapper.tap()).json()
         with pytest.raises(httpx.TimeoutException):
-            httpx.get(
-                f"{body['callback']}&k1={body['k1']}&pr={invoice(2_000)[0]}", timeout=0.5
-            )
+            httpx.get(f"{body['callback']}&k1={body['k1']}&pr={invoice(2_000)[0]}", timeout=0.5)
         assert len(issuer.ledger.payouts()) == 2
