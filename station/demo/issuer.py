@@ -195,6 +195,11 @@ class Issuer:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def startup(self) -> None:
+        log.warning(
+            "demo issuer started: a TEST PEER, not a production issuer (store %s, %d webhooks)",
+            self.config.store_id,
+            len(self.config.webhooks),
+        )
         self.webhooks.start()
 
     async def shutdown(self) -> None:

@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,7 +123,7 @@ class WebhookSender:
         timeout_s: float = 10.0,
     ) -> None:
         factory = client_factory or (lambda: httpx.Client(timeout=timeout_s))
-        self.deliveries: list[tuple[str, dict[str, Any], int | None]] = []
+        self.deliveries: deque[tuple[str, dict[str, Any], int | None]] = deque(maxlen=1000)
         """(webhook id, body, HTTP status) of every attempt that got an answer, for tests."""
         self._workers = [_Worker(t, retry_delays_s, factory, self._record) for t in targets]
         self._started = False
