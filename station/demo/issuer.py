@@ -44,7 +44,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from station.demo.ledger import (
+from station.demo.books import (
     Card,
     ClaimRefused,
     Ledger,

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from station.demo.ledger import Payout, new_id
+from station.demo.books import Payout, new_id
 
 __all__ = ["DEFAULT_RETRY_DELAYS_S", "WebhookSender", "WebhookTarget", "sign"]
 
