@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from pydantic import field_validator
+from pydantic import computed_field, field_validator
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -295,9 +295,19 @@ class TapDailyCount(SQLModel, table=True):
 
 
 class TapPublic(TapBase):
+    """A stored tap as the API answers it, the live event stream sends it and the page
+    script (static/live.js) draws it: one shape everywhere."""
+
     id: int
     station: str
     received_at: datetime
+    card_alias: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        """The operator page of the tap's card."""
+        return f"/cards/{self.card_uid}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,6 +389,9 @@ class Payout(SQLModel, table=True):
 
 
 class PayoutPublic(PayoutBase):
+    """A payout as the API answers it, the live event stream sends it and the page script
+    draws it: one shape everywhere."""
+
     id: int
     state: PayoutState
     tap_id: int | None
@@ -389,9 +402,16 @@ class PayoutPublic(PayoutBase):
     created: datetime
     updated: datetime
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def amount_sats(self) -> int:
         return self.amount_msat // 1000
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        """The payout's operator page."""
+        return f"/payouts/{self.id}"
 
 
 class PayoutStateChange(SQLModel, table=True):

@@ -8,8 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
-from tracker import events
 from tracker.db import write_lock
+from tracker.events.notify import notify
 from tracker.models import (
     Card,
     CardDetail,
@@ -199,7 +199,7 @@ def _update_card(session: Session, *, uid: str, update: CardUpdate) -> CardPubli
             value = value.strip() or None
         setattr(card, field, value)
     session.add(card)
-    events.notify(session, "card", {"uid": card.uid, "status": card.status, "alias": card.alias})
+    notify(session, "card", {"uid": card.uid, "status": card.status, "alias": card.alias})
     session.commit()
     session.refresh(card)
     return to_public(card)
