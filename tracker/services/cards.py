@@ -163,7 +163,9 @@ def card_detail(session: Session, *, uid: str) -> CardDetail:
     counters = (
         session.execute(
             sa.select(col(Tap.counter)).where(
-                col(Tap.card_pk) == card.id, col(Tap.outcome) == TapOutcome.accepted.value
+                col(Tap.card_pk) == card.id,
+                col(Tap.outcome) == TapOutcome.accepted.value,
+                col(Tap.verified).is_(True),
             )
         )
         .scalars()

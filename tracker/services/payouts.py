@@ -33,6 +33,7 @@ from tracker.models import (
     utcnow,
 )
 from tracker.services import taps as tap_service
+from tracker.services.claims import claim_of_payout
 from tracker.services.filters import ListFilter, common_conditions, keyset_page, text_search
 
 
@@ -312,7 +313,9 @@ def payout_detail(session: Session, *, payout_id: int) -> PayoutDetail:
         )
         for h in history_rows
     ]
-    return PayoutDetail(**public.model_dump(), tap=tap, history=history)
+    claim = claim_of_payout(session, payout_id=payout_id)
+    fields = public.model_dump(exclude={"amount_sats", "url"})
+    return PayoutDetail(**fields, tap=tap, claim=claim, history=history)
 
 
 def filtered_select(flt: ListFilter) -> sa.Select[Any]:

@@ -127,8 +127,9 @@ _SEEN = (
 
 
 def _advance(conn: sa.Connection, *, tap: TapCreate, now: datetime) -> Any:
-    """Run the compare-and-set (accepted) or the seen-mark (refused); the card row or None."""
-    if tap.outcome == TapOutcome.accepted:
+    """Run the compare-and-set (accepted and verified) or the seen-mark (refused, or an
+    unverified tap: its counter proves nothing); the card row or None."""
+    if tap.outcome == TapOutcome.accepted and tap.verified:
         return conn.execute(
             _CAS_COUNTER,
             {
@@ -241,6 +242,7 @@ def _record(
             found is not None
             and found.status == CardStatus.blocked
             and tap.outcome == TapOutcome.accepted
+            and tap.verified
         ):
             raise CardBlocked(tap.card_uid)
         raise CounterConflict(_last_counter(conn, tap.card_uid))
@@ -259,6 +261,7 @@ def _record(
             "reason": tap.reason,
             "issuer_host": tap.issuer_host,
             "idempotency_key": tap.idempotency_key,
+            "verified": tap.verified,
         },
     ).scalar_one()
     tap_id = int(cast(int, inserted))

@@ -32,6 +32,7 @@ def tap_columns() -> tuple[Any, ...]:
         col(Station.name).label("station"),
         col(Tap.received_at),
         col(Tap.station_pk),
+        col(Tap.verified),
     )
 
 
@@ -58,6 +59,7 @@ def row_to_public(row: Any) -> TapPublic:
         issuer_host=row.issuer_host,
         station=row.station,
         received_at=row.received_at,
+        verified=bool(row.verified),
     )
 
 
@@ -85,4 +87,5 @@ def stored_public(
         issuer_host=tap.issuer_host,
         station=station_name,
         received_at=received_at,
+        verified=tap.verified,
     )

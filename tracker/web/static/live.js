@@ -66,7 +66,15 @@
         break;
       case "station": td.textContent = d.station || "—"; break;
       case "counter": td.textContent = d.counter; td.className = "num"; break;
-      case "outcome": td.appendChild(badge(d.outcome)); break;
+      case "outcome":
+        td.appendChild(badge(d.outcome));
+        if (d.verified === false) {
+          var mark = el("span", "unverified", "badge badge-neutral");
+          mark.setAttribute("data-verified", "false");
+          td.appendChild(document.createTextNode(" "));
+          td.appendChild(mark);
+        }
+        break;
       case "reason": td.textContent = d.reason || ""; td.className = "wrap"; break;
       case "amount": td.textContent = fmtSats(d.amount_sats); td.className = "num"; break;
       case "state": td.appendChild(badge(d.state)); break;
