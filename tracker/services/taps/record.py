@@ -17,9 +17,9 @@ two stations presenting the same card and counter at the same instant get exactl
 with no lock held in Python and no read-then-write window.
 
 Everything a request writes (card creation, counter, tap row, station ``last_seen``, the event)
-is one transaction: a refused request (409/403) stores nothing. The HTTP ingest enters through
-``tracker.services.ingest``, which stores the common case in fewer steps and hands every other
-case to :func:`record_tap`.
+is one transaction: a refused request (409/403) stores nothing. Callers enter through
+:class:`tracker.services.taps.TapRecorder`, which stores the common case in fewer steps
+(``fast.py``) and hands every other case to :func:`record_tap`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from tracker import events
-from tracker.db import write_lock
+from tracker.db import Database, database_of
+from tracker.events.notify import notify
 from tracker.models import (
     Card,
     CardStatus,
@@ -48,13 +48,7 @@ from tracker.models import (
     utcnow,
 )
 from tracker.services import stations as station_service
-from tracker.services.filters import (
-    ListFilter,
-    as_utc,
-    common_conditions,
-    keyset_page,
-    text_search,
-)
+from tracker.services.taps.rows import row_to_public, stored_public, tap_select
 
 
 class TapRefused(Exception):
@@ -88,48 +82,6 @@ class _Existing:
     station_pk: int
 
 
-def _tap_columns() -> tuple[Any, ...]:
-    return (
-        col(Tap.id),
-        col(Tap.idempotency_key),
-        col(Card.uid).label("card_uid"),
-        col(Card.card_id),
-        col(Tap.counter),
-        col(Tap.station_time),
-        col(Tap.outcome),
-        col(Tap.reason),
-        col(Tap.issuer_host),
-        col(Station.name).label("station"),
-        col(Tap.received_at),
-        col(Tap.station_pk),
-    )
-
-
-def _tap_select() -> sa.Select[Any]:
-    return (
-        sa.select(*_tap_columns())
-        .select_from(Tap)
-        .join(Card, col(Card.id) == col(Tap.card_pk))
-        .join(Station, col(Station.id) == col(Tap.station_pk))
-    )
-
-
-def row_to_public(row: Any) -> TapPublic:
-    return TapPublic(
-        id=row.id,
-        idempotency_key=row.idempotency_key,
-        card_uid=row.card_uid,
-        card_id=row.card_id,
-        counter=row.counter,
-        station_time=row.station_time,
-        outcome=row.outcome,
-        reason=row.reason,
-        issuer_host=row.issuer_host,
-        station=row.station,
-        received_at=row.received_at,
-    )
-
-
 # The ingest path runs these prepared Core statements on the session's connection: building
 # and ORM-executing statements per tap cost more than the SQL itself (measured in bench/).
 _card_values = {
@@ -144,8 +96,8 @@ _UPSERT_CARD = {
     "postgresql": pg_insert(_CARD_TABLE).values(**_card_values).on_conflict_do_nothing(),
     "sqlite": sqlite_insert(_CARD_TABLE).values(**_card_values).on_conflict_do_nothing(),
 }
-_FIND_KEY = _tap_select().where(col(Tap.idempotency_key) == sa.bindparam("key"))
-_CARD_ROW = sa.select(col(Card.id), col(Card.status), col(Card.card_id)).where(
+_FIND_KEY = tap_select().where(col(Tap.idempotency_key) == sa.bindparam("key"))
+_CARD_ROW = sa.select(col(Card.id), col(Card.status), col(Card.card_id), col(Card.alias)).where(
     col(Card.uid) == sa.bindparam("uid")
 )
 _LAST_COUNTER = sa.select(col(Card.last_counter)).where(col(Card.uid) == sa.bindparam("uid"))
@@ -164,19 +116,20 @@ _CAS_COUNTER = (
         last_seen=sa.bindparam("now", type_=UTCDateTime()),
         card_id=sa.func.coalesce(col(Card.card_id), sa.bindparam("new_card_id")),
     )
-    .returning(col(Card.id), col(Card.card_id))
+    .returning(col(Card.id), col(Card.card_id), col(Card.alias))
 )
 _SEEN = (
     sa.update(Card)
     .where(col(Card.uid) == sa.bindparam("card_uid"))
     .values(last_seen=sa.bindparam("now", type_=UTCDateTime()))
-    .returning(col(Card.id), col(Card.card_id))
+    .returning(col(Card.id), col(Card.card_id), col(Card.alias))
 )
 
 
 def _advance(conn: sa.Connection, *, tap: TapCreate, now: datetime) -> Any:
-    """Run the compare-and-set (accepted) or the seen-mark (refused); the card row or None."""
-    if tap.outcome == TapOutcome.accepted:
+    """Run the compare-and-set (accepted and verified) or the seen-mark (refused, or an
+    unverified tap: its counter proves nothing); the card row or None."""
+    if tap.outcome == TapOutcome.accepted and tap.verified:
         return conn.execute(
             _CAS_COUNTER,
             {
@@ -191,26 +144,6 @@ def _advance(conn: sa.Connection, *, tap: TapCreate, now: datetime) -> Any:
 
 _INSERT_TAP = sa.insert(Tap).returning(col(Tap.id))
 _STATION_NAME = sa.select(col(Station.name)).where(col(Station.id) == sa.bindparam("station_pk"))
-
-
-def stored_public(
-    tap: TapCreate, *, tap_id: int, card_id: str | None, station_name: str, received_at: datetime
-) -> TapPublic:
-    """The answer for a tap just stored, built from the report (no read back); ``card_id``
-    is the card row's, used when the report carries none."""
-    return TapPublic(
-        id=tap_id,
-        idempotency_key=tap.idempotency_key,
-        card_uid=tap.card_uid,
-        card_id=tap.card_id or card_id,
-        counter=tap.counter,
-        station_time=as_utc(tap.station_time) or tap.station_time,
-        outcome=tap.outcome,
-        reason=tap.reason,
-        issuer_host=tap.issuer_host,
-        station=station_name,
-        received_at=received_at,
-    )
 
 
 def _find_by_key(conn: sa.Connection, key: str) -> _Existing | None:
@@ -240,14 +173,17 @@ def record_tap(
     created, and committed, if missing) or ``station_id`` (an authenticated remote station; a
     ``station_name`` given with it saves a lookup).
     """
-    with write_lock(session):
+    database = database_of(session)
+    with database.write_lock:
         if station_id is None:
             if not station_name:
                 raise ValueError("record_tap needs station_name or station_id")
             station_id = station_service.get_or_create_station_id(session, name=station_name)
             session.commit()
         try:
-            result = _record(session, station_id=station_id, station_name=station_name, tap=tap)
+            result = _record(
+                database, session, station_id=station_id, station_name=station_name, tap=tap
+            )
             session.commit()
             return result
         except TapRefused:
@@ -272,7 +208,12 @@ def _resolve_after_race(
 
 
 def _record(
-    session: Session, *, station_id: int, station_name: str | None, tap: TapCreate
+    database: Database,
+    session: Session,
+    *,
+    station_id: int,
+    station_name: str | None,
+    tap: TapCreate,
 ) -> tuple[TapPublic, bool]:
     conn = session.connection()
     now = utcnow()
@@ -301,6 +242,7 @@ def _record(
             found is not None
             and found.status == CardStatus.blocked
             and tap.outcome == TapOutcome.accepted
+            and tap.verified
         ):
             raise CardBlocked(tap.card_uid)
         raise CounterConflict(_last_counter(conn, tap.card_uid))
@@ -319,73 +261,32 @@ def _record(
             "reason": tap.reason,
             "issuer_host": tap.issuer_host,
             "idempotency_key": tap.idempotency_key,
+            "verified": tap.verified,
         },
     ).scalar_one()
     tap_id = int(cast(int, inserted))
-    station_service.touch(session, station_id=station_id, now=now)
+    station_service.touch(database, conn, station_id=station_id, now=now)
     if station_name is None:
         station_name = str(conn.execute(_STATION_NAME, {"station_pk": station_id}).scalar_one())
     public = stored_public(
-        tap, tap_id=tap_id, card_id=card.card_id, station_name=station_name, received_at=now
+        tap,
+        tap_id=tap_id,
+        card_id=card.card_id,
+        card_alias=card.alias,
+        station_name=station_name,
+        received_at=now,
     )
-    events.notify(
-        session,
-        "tap",
-        {
-            "id": tap_id,
-            "uid": tap.card_uid,
-            "station": station_name,
-            "counter": tap.counter,
-            "outcome": tap.outcome.value,
-        },
-    )
+    notify(session, "tap", tap_event(public))
     return public, True
 
 
-# ---------------------------------------------------------------------------------------------
-# Queries
-
-
-def filtered_select(flt: ListFilter) -> sa.Select[Any]:
-    """The tap rows matching ``flt``, newest first (shared by lists and exports)."""
-    conditions = common_conditions(
-        flt, card_pk=col(Tap.card_pk), station_pk=col(Tap.station_pk), moment=col(Tap.received_at)
-    )
-    if flt.outcome:
-        conditions.append(col(Tap.outcome) == flt.outcome.value)
-    if flt.q:
-        conditions.append(
-            text_search(
-                flt.q,
-                [
-                    col(Card.uid),
-                    col(Card.alias),
-                    col(Tap.idempotency_key),
-                    col(Tap.reason),
-                    col(Tap.issuer_host),
-                ],
-            )
-        )
-    return (
-        _tap_select().where(*conditions).order_by(col(Tap.received_at).desc(), col(Tap.id).desc())
-    )
-
-
-def list_taps(
-    session: Session, *, flt: ListFilter | None = None, cursor: str | None = None, limit: int = 50
-) -> tuple[list[TapPublic], str | None]:
-    """One page of taps, newest first, and the cursor of the next page (None at the end)."""
-    return keyset_page(
-        session,
-        filtered_select(flt or ListFilter()),
-        moment=col(Tap.received_at),
-        row_id=col(Tap.id),
-        cursor=cursor,
-        limit=limit,
-        to_public=row_to_public,
-    )
-
-
-def get_tap(session: Session, *, tap_id: int) -> TapPublic | None:
-    row = session.execute(_tap_select().where(col(Tap.id) == tap_id)).first()
-    return row_to_public(row) if row is not None else None
+def tap_event(tap: TapPublic) -> dict[str, object]:
+    """What a tap's notification carries: the id (the watcher loads the row by it) and a few
+    fields for listeners outside the tracker (``psql``'s LISTEN)."""
+    return {
+        "id": tap.id,
+        "uid": tap.card_uid,
+        "station": tap.station,
+        "counter": tap.counter,
+        "outcome": tap.outcome.value,
+    }

@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from pydantic import field_validator
+from pydantic import computed_field, field_validator
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -238,6 +238,9 @@ class TapBase(SQLModel):
     outcome: TapOutcome
     reason: str | None = Field(default=None, max_length=500)
     issuer_host: str | None = Field(default=None, max_length=255)
+    #: False: a foreign card charged without keys (the issuer was the only verifier). Such a
+    #: tap gets no counter compare-and-set and stays out of the card's counters.
+    verified: bool = True
 
 
 class TapCreate(TapBase):
@@ -275,6 +278,7 @@ class Tap(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=500)
     issuer_host: str | None = Field(default=None, max_length=255)
     idempotency_key: str = Field(max_length=200, unique=True)
+    verified: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
 
 
 class TapDailyCount(SQLModel, table=True):
@@ -295,9 +299,19 @@ class TapDailyCount(SQLModel, table=True):
 
 
 class TapPublic(TapBase):
+    """A stored tap as the API answers it, the live event stream sends it and the page
+    script (static/live.js) draws it: one shape everywhere."""
+
     id: int
     station: str
     received_at: datetime
+    card_alias: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        """The operator page of the tap's card."""
+        return f"/cards/{self.card_uid}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,6 +393,9 @@ class Payout(SQLModel, table=True):
 
 
 class PayoutPublic(PayoutBase):
+    """A payout as the API answers it, the live event stream sends it and the page script
+    draws it: one shape everywhere."""
+
     id: int
     state: PayoutState
     tap_id: int | None
@@ -389,9 +406,16 @@ class PayoutPublic(PayoutBase):
     created: datetime
     updated: datetime
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def amount_sats(self) -> int:
         return self.amount_msat // 1000
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        """The payout's operator page."""
+        return f"/payouts/{self.id}"
 
 
 class PayoutStateChange(SQLModel, table=True):
@@ -417,9 +441,10 @@ class PayoutStateChangePublic(SQLModel):
 
 
 class PayoutDetail(PayoutPublic):
-    """Payout detail page: the payout, its tap and its state history."""
+    """Payout detail page: the payout, its tap, the station's claim and its state history."""
 
     tap: TapPublic | None = None
+    claim: "ClaimPublic | None" = None
     history: list[PayoutStateChangePublic] = Field(default_factory=list)
 
 
@@ -477,3 +502,22 @@ class Page(SQLModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+# The claim family lives in its own module; imported here so ``tracker.models`` is the one
+# place every table is registered (Alembic's env imports it).
+from tracker.models.claim import (  # noqa: E402, F401  (re-exported)
+    CLAIM_TO_PAYOUT,
+    FINAL_CLAIM_STATES,
+    Claim,
+    ClaimBase,
+    ClaimCreate,
+    ClaimPublic,
+    ClaimState,
+    ClaimStateChange,
+    ClaimStateChangePublic,
+)
+
+PayoutDetail.model_rebuild()
+
+__all__ = [name for name in dir() if not name.startswith("_")]
