@@ -240,7 +240,7 @@ def test_many_taps_verify_with_the_fast_verifier() -> None:
     for _ in range(200):
         url = flows.drive(flows.read_sun_url(), card.transceive)
         params = sun.parse_sun_url(url)
-        uid, ctr = verifier.verify_bolt(params.picc_enc_data, params.sdmmac)
+        uid, ctr = verifier.verify(params).identity()
         assert uid == card.uid
         assert ctr == last + 1
         last = ctr
