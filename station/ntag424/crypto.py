@@ -19,19 +19,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    Prehashed,
-    decode_dss_signature,
-    encode_dss_signature,
-)
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 BLOCK: Final = 16
 ZERO_IV: Final = bytes(BLOCK)
@@ -243,10 +237,24 @@ def auth_session_vector(label: bytes, rnd_a: bytes, rnd_b: bytes) -> bytes:
 # ECDSA on secp224r1, as NXP's originality signature uses it (AN12196 §8.2): the message is
 # not hashed; the caller passes the 28-byte message representative (UID left-padded with
 # zeros). ``cryptography`` signs pre-hashed input of a hash's size, so SHA-224's size it is.
+# The asymmetric half of ``cryptography`` is imported when first used: it costs ~10 ms of
+# start-up that ``station sun verify`` (AES and CMAC only) should not pay.
 
 SECP224R1_SCALAR_LEN: Final = 28
-_ECDSA_RAW: Final = ec.ECDSA(Prehashed(hashes.SHA224()))
-_ECDSA_RAW_DETERMINISTIC: Final = ec.ECDSA(Prehashed(hashes.SHA224()), deterministic_signing=True)
+
+
+def _ecdsa_raw(*, deterministic: bool = False) -> ec.ECDSA:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    return ec.ECDSA(Prehashed(hashes.SHA224()), deterministic_signing=deterministic)
+
+
+def _public_key(point: bytes) -> ec.EllipticCurvePublicKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP224R1(), point)
 
 
 def _check_message(e: bytes) -> None:
@@ -255,25 +263,31 @@ def _check_message(e: bytes) -> None:
 
 
 def _private_key(scalar: int) -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return ec.derive_private_key(scalar, ec.SECP224R1())
 
 
 def secp224r1_public_point(private_scalar: int) -> bytes:
     """The uncompressed SEC1 point (04 || X || Y, 57 bytes) of a secp224r1 private scalar."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     public = _private_key(private_scalar).public_key()
     return public.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
 
 def check_secp224r1_point(public_point: bytes) -> None:
     """Raise ``ValueError`` unless ``public_point`` is a SEC1-encoded point on secp224r1."""
-    ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP224R1(), public_point)
+    _public_key(public_point)
 
 
 def ecdsa_secp224r1_sign(private_scalar: int, e: bytes) -> bytes:
     """r || s (56 bytes) over the raw 28-byte ``e``, deterministic (RFC 6979), like a
     signature burnt in at production."""
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
     _check_message(e)
-    der = _private_key(private_scalar).sign(e, _ECDSA_RAW_DETERMINISTIC)
+    der = _private_key(private_scalar).sign(e, _ecdsa_raw(deterministic=True))
     r, s = decode_dss_signature(der)
     return r.to_bytes(SECP224R1_SCALAR_LEN, "big") + s.to_bytes(SECP224R1_SCALAR_LEN, "big")
 
@@ -284,8 +298,11 @@ def ecdsa_secp224r1_verify(public_point: bytes, e: bytes, signature: bytes) -> b
     Raises ``ValueError`` when ``public_point`` is not a point on secp224r1 (a usage error,
     not a bad signature).
     """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
     _check_message(e)
-    key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP224R1(), public_point)
+    key = _public_key(public_point)
     if len(signature) != 2 * SECP224R1_SCALAR_LEN:
         return False
     r = int.from_bytes(signature[:SECP224R1_SCALAR_LEN], "big")
@@ -293,7 +310,7 @@ def ecdsa_secp224r1_verify(public_point: bytes, e: bytes, signature: bytes) -> b
     if r == 0 or s == 0:
         return False
     try:
-        key.verify(encode_dss_signature(r, s), e, _ECDSA_RAW)
+        key.verify(encode_dss_signature(r, s), e, _ecdsa_raw())
     except InvalidSignature:
         return False
     return True
