@@ -71,11 +71,15 @@ def prepare(venv: Path, python: str) -> bool:
     if is_ready(venv):
         return False
     if venv.exists():
+        if not (venv / "pyvenv.cfg").is_file() and any(venv.iterdir()):
+            raise SystemExit(f"prepare_lnbits: {venv} exists and is not a venv; set LNBITS_VENV")
         shutil.rmtree(venv)  # a half-built or outdated venv: start clean rather than patch it
     venv.parent.mkdir(parents=True, exist_ok=True)
     _run([python, "-m", "venv", str(venv)], "creating the venv")
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     _run([*pip, "--disable-pip-version-check", *REQUIREMENTS], f"installing {REQUIREMENTS}")
+    # importing lnbits pulls in bolt11 and its bitstring: a broken pin shows here, not mid-test
+    _run([str(venv / "bin" / "python"), "-c", "import lnbits"], "importing the installed lnbits")
     stamp = {"requirements": list(REQUIREMENTS), "base_python": python, **_site(venv)}
     (venv / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n")
     return True
