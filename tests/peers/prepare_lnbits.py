@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,9 +59,9 @@ def is_ready(venv: Path) -> bool:
     return (venv / "bin" / "lnbits").is_file() and Path(str(stamp.get("site_packages"))).is_dir()
 
 
-def _run(cmd: list[str], what: str) -> None:
+def _run(cmd: list[str], what: str, cwd: str | None = None) -> None:
     """Run ``cmd`` quietly; on failure show its whole output and stop with what to do."""
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"prepare_lnbits: {what} failed (exit {proc.returncode}): {' '.join(cmd)}")
@@ -78,8 +79,11 @@ def prepare(venv: Path, python: str) -> bool:
     _run([python, "-m", "venv", str(venv)], "creating the venv")
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     _run([*pip, "--disable-pip-version-check", *REQUIREMENTS], f"installing {REQUIREMENTS}")
-    # importing lnbits pulls in bolt11 and its bitstring: a broken pin shows here, not mid-test
-    _run([str(venv / "bin" / "python"), "-c", "import lnbits"], "importing the installed lnbits")
+    # importing lnbits pulls in bolt11 and its bitstring: a broken pin shows here, not mid-test.
+    # The import writes ./data/.lnbits_auth_key, so it runs in a scratch folder.
+    with tempfile.TemporaryDirectory(prefix="lnbits-import-") as scratch:
+        python_in_venv = str(venv / "bin" / "python")
+        _run([python_in_venv, "-c", "import lnbits"], "importing the installed lnbits", scratch)
     stamp = {"requirements": list(REQUIREMENTS), "base_python": python, **_site(venv)}
     (venv / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n")
     return True
