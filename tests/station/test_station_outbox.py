@@ -15,19 +15,18 @@ import httpx
 import pytest
 from station_fakes import FakeTracker
 
-from station.recorder import (
+from station.outbox.forwarder import Forwarder
+from station.outbox.outbox import LocalReplay, Outbox
+from station.uplink.base import (
     CONFLICT,
     DELIVERED,
     PENDING,
     CardStatus,
     Delivery,
-    Forwarder,
-    HttpRecorder,
-    LocalReplay,
-    Outbox,
-    RecorderUnavailable,
-    TapRecord,
+    UplinkUnavailable,
 )
+from station.uplink.http import HttpUplink
+from station.uplink.records import TapRecord
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +55,7 @@ class FlakyRecorder:
     def send(self, record: TapRecord) -> Delivery:
         self.calls += 1
         if self.down.is_set():
-            raise RecorderUnavailable("down")
+            raise UplinkUnavailable("down")
         if record.idempotency_key in self.stored:
             return Delivery(DELIVERED, created=False)
         self.stored.append(record.idempotency_key)
@@ -110,7 +109,7 @@ def test_forwarder_sends_in_order_exactly_once_across_an_outage(tmp_path: Path) 
         box.append(rec("04AA", n))
         fwd.kick()
     # While down, nothing leaves and nothing is lost.
-    assert fwd.wait_for(2, 0.2) is None
+    assert fwd.await_verdict(2, 0.2) is None
     assert box.pending_count() == 10
     recorder.down.clear()
     assert fwd.flush(5)
@@ -142,7 +141,7 @@ def test_http_recorder_maps_final_answers(
         seen.append(request)
         return httpx.Response(code, json=body)
 
-    delivery = HttpRecorder(_mock_client(handler), "s3cret-token").send(rec("04AA", 1))
+    delivery = HttpUplink(_mock_client(handler), "s3cret-token").send(rec("04AA", 1))
     assert delivery.state == state
     assert delivery.last_counter == last
     assert seen[0].headers["Authorization"] == "Bearer s3cret-token"
@@ -151,8 +150,8 @@ def test_http_recorder_maps_final_answers(
 
 @pytest.mark.parametrize("code", [401, 500, 502, 503])
 def test_http_recorder_retries_what_may_succeed_later(code: int) -> None:
-    recorder = HttpRecorder(_mock_client(lambda r: httpx.Response(code, json={})), "tok-xyz")
-    with pytest.raises(RecorderUnavailable) as err:
+    recorder = HttpUplink(_mock_client(lambda r: httpx.Response(code, json={})), "tok-xyz")
+    with pytest.raises(UplinkUnavailable) as err:
         recorder.send(rec("04AA", 1))
     assert "tok-xyz" not in str(err.value)
 
@@ -161,8 +160,8 @@ def test_http_recorder_connection_refused_is_unavailable() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    with pytest.raises(RecorderUnavailable):
-        HttpRecorder(_mock_client(handler), "t").send(rec("04AA", 1))
+    with pytest.raises(UplinkUnavailable):
+        HttpUplink(_mock_client(handler), "t").send(rec("04AA", 1))
 
 
 def test_tracker_down_for_a_stretch_then_back_loses_and_duplicates_nothing(
@@ -173,7 +172,7 @@ def test_tracker_down_for_a_stretch_then_back_loses_and_duplicates_nothing(
     port = tracker.port
     box = Outbox(tmp_path / "o.sqlite")
     client = httpx.Client(base_url=tracker.url, timeout=2.0)
-    fwd = Forwarder(box, HttpRecorder(client, "tok-A"), backoff_initial=0.01, backoff_max=0.05)
+    fwd = Forwarder(box, HttpUplink(client, "tok-A"), backoff_initial=0.01, backoff_max=0.05)
     fwd.start()
     for n in range(1, 4):
         box.append(rec("04AA", n))
@@ -196,9 +195,11 @@ def test_tracker_down_for_a_stretch_then_back_loses_and_duplicates_nothing(
 CRASH_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys, httpx
-    from station.recorder import Forwarder, HttpRecorder, Outbox
+    from station.outbox.forwarder import Forwarder
+    from station.outbox.outbox import Outbox
+    from station.uplink.http import HttpUplink
 
-    class DieAfterSend(HttpRecorder):
+    class DieAfterSend(HttpUplink):
         def send(self, record):
             delivery = super().send(record)
             if record.counter == int(sys.argv[3]):
@@ -230,7 +231,7 @@ def test_crash_between_send_and_mark_is_resent_but_stored_once(tmp_path: Path) -
     assert sorted(tracker.taps) == ["04AA:1", "04AA:2", "04AA:3"]
     box = Outbox(path)
     assert box.pending_count() == 3  # 3 was sent but not marked; 4 and 5 never sent
-    fwd = Forwarder(box, HttpRecorder(httpx.Client(base_url=tracker.url), "tok-A"))
+    fwd = Forwarder(box, HttpUplink(httpx.Client(base_url=tracker.url), "tok-A"))
     fwd.start()
     assert fwd.flush(10)
     fwd.stop()
