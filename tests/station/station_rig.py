@@ -37,7 +37,14 @@ class RemovalWatch:
 
     def __init__(self) -> None:
         self._seen = 0
+        self._still_there = 0
         self._lock = threading.Lock()
+
+    @property
+    def still_there(self) -> int:
+        """How often the daemon looked for a removal and found the card still in the field."""
+        with self._lock:
+            return self._still_there
 
     @property
     def seen(self) -> int:
@@ -59,6 +66,10 @@ class RemovalWatch:
         with self._lock:
             self._seen += 1
 
+    def _saw_it_stay(self) -> None:
+        with self._lock:
+            self._still_there += 1
+
 
 class _Watched:
     """A reader that reports to a :class:`RemovalWatch`; everything else goes to the reader."""
@@ -71,6 +82,8 @@ class _Watched:
         gone = bool(self._reader.wait_for_removal(timeout))
         if gone:
             self._watch._saw_one()
+        else:
+            self._watch._saw_it_stay()
         return gone
 
     def __getattr__(self, name: str) -> Any:

@@ -17,7 +17,6 @@ from station.settings import KeySettings, ReaderSpec, Secret, StationSettings, T
 from station.tap.result import ACCEPTED, REFUSED, REPLAY
 
 pytest.importorskip("nfc")
-pytest.importorskip("tracker.web.app")
 
 ISSUER = bytes.fromhex("00112233445566778899aabbccddeeff")
 UID = bytes.fromhex("04E2E0000000B2")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -16,17 +17,18 @@ import pytest
 from station_fakes import FakeTracker
 
 from station.outbox.forwarder import Forwarder
-from station.outbox.outbox import LocalReplay, Outbox
+from station.outbox.outbox import SCHEMA_VERSION, LocalReplay, Outbox, OutboxVersionError
 from station.uplink.base import (
     CONFLICT,
     DELIVERED,
     PENDING,
+    REJECTED,
     CardStatus,
     Delivery,
     UplinkUnavailable,
 )
 from station.uplink.http import HttpUplink
-from station.uplink.records import TapRecord
+from station.uplink.records import ClaimRecord, TapRecord
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -254,3 +256,126 @@ def test_prune_forgets_only_old_settled_records(tmp_path: Path) -> None:
     assert box.prune(older_than=3600) == 1
     assert box.counts() == {DELIVERED: 1, PENDING: 1}
     assert box.last_counter("04AA") == 3  # the replay memory stays
+
+
+# -- record kinds, schema version ----------------------------------------------------------------
+
+# The outbox schema as station releases before issue 7 wrote it (v1: taps only, no version).
+_V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    settled_at REAL,
+    answer TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, seq);
+CREATE TABLE IF NOT EXISTS counters (
+    uid TEXT PRIMARY KEY,
+    last_counter INTEGER NOT NULL
+);
+"""
+
+
+def claim(state: str = "sending", claim_id: str = "c" * 32) -> ClaimRecord:
+    return ClaimRecord(
+        claim_id=claim_id, tap_key="04AA:5", state=state, amount_msat=21_000, memo="coffee",
+        bolt11=None, payment_hash=None, issuer_host="pay.example.com", k1_hash="ab" * 32,
+        reason=None, station_time="2026-11-26T10:00:00.000+00:00",
+    )
+
+
+def test_a_v1_outbox_file_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    old_body = {k: v for k, v in rec("04AA", 3).to_body().items() if k != "verified"}
+    with sqlite3.connect(path) as db:
+        db.executescript(_V1_SCHEMA)
+        db.execute("INSERT INTO outbox(idempotency_key, body, created_at) VALUES (?, ?, 1.0)",
+                   ("04AA:3", json.dumps(old_body)))
+        db.execute("INSERT INTO counters(uid, last_counter) VALUES ('04AA', 3)")
+    box = Outbox(path)
+    entry = box.next_pending()
+    assert entry is not None and entry.record == rec("04AA", 3)  # verified defaults to True
+    assert box.last_counter("04AA") == 3
+    with pytest.raises(LocalReplay):
+        box.append(rec("04AA", 3, key="again:3"))
+    box.append(claim())
+    box.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        kinds = db.execute("SELECT kind FROM outbox ORDER BY seq").fetchall()
+    assert kinds == [("tap",), ("claim",)]
+    assert Outbox(path).counts() == {PENDING: 2}  # opening a v2 file again changes nothing
+
+
+def test_an_outbox_from_a_newer_station_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(OutboxVersionError, match="upgrade the station"):
+        Outbox(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+def test_claim_states_go_out_in_order_each_under_its_own_key(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    sent: list[tuple[str, str, str]] = []
+
+    class Recording(FlakyRecorder):
+        def send(self, record):  # type: ignore[no-untyped-def]
+            what = record.state if isinstance(record, ClaimRecord) else record.outcome
+            sent.append((record.kind, what, record.idempotency_key))
+            return Delivery(DELIVERED, created=True)
+
+    box.append(rec("04AA", 5))
+    first, second = claim("sending"), claim("paid")
+    box.append(first)
+    box.append(second)
+    fwd = Forwarder(box, Recording(), backoff_initial=0.01)
+    fwd.start()
+    assert fwd.flush(5)
+    fwd.stop()
+    assert [(k, s) for k, s, _key in sent] == [("tap", "accepted"), ("claim", "sending"),
+                                                ("claim", "paid")]
+    assert first.idempotency_key != second.idempotency_key
+    assert [key for _k, _s, key in sent[1:]] == [first.idempotency_key, second.idempotency_key]
+
+
+def test_a_tap_body_says_verified_and_a_claim_body_is_the_contract() -> None:
+    assert rec("04AA", 1).to_body()["verified"] is True
+    assert set(claim().to_body()) == {
+        "claim_id", "tap_key", "state", "amount_msat", "memo", "bolt11", "payment_hash",
+        "issuer_host", "k1_hash", "reason", "station_time",
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "body", "state"),
+    [
+        (201, {"created": True}, DELIVERED),
+        (200, {"created": False}, DELIVERED),
+        (422, {"detail": [{"loc": ["body", "amount_msat"]}]}, REJECTED),
+    ],
+)
+def test_http_uplink_posts_claims_and_maps_the_answers(code: int, body: dict, state: str) -> None:  # type: ignore[type-arg]
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(code, json=body)
+
+    delivery = HttpUplink(_mock_client(handler), "tok-claims").send(claim())
+    assert delivery.state == state
+    assert seen[0].url.path == "/api/v1/claims"
+    assert seen[0].headers["Authorization"] == "Bearer tok-claims"
+    assert json.loads(seen[0].content) == claim().to_body()
+
+
+def test_http_uplink_keeps_a_claim_the_tracker_refused_the_token_for() -> None:
+    client = _mock_client(lambda r: httpx.Response(401, json={"detail": "bad token"}))
+    with pytest.raises(UplinkUnavailable, match="STATION_TRACKER_TOKEN"):
+        HttpUplink(client, "wrong").send(claim())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from station_fakes import DirectLink, DyingLink, FakeBoltCard
 
 from station.outbox.forwarder import Forwarder
 from station.outbox.outbox import Outbox
-from station.readers.base import CardRemoved
+from station.readers.base import CardLink, CardRemoved
 from station.tap.pipeline import TapPipeline
 from station.tap.result import (
     ACCEPTED,
@@ -20,6 +21,7 @@ from station.tap.result import (
     INVALID_TAP,
     REFUSED,
     REPLAY,
+    TapResult,
     UnsupportedCard,
 )
 from station.tap.status import StatusCache
@@ -321,3 +323,27 @@ def test_two_readers_of_one_station_cannot_both_accept_a_counter(tmp_path: Path)
     second = pipe.process(DirectLink(card(url=url)))
     assert (first.outcome, second.outcome, second.reason) == (ACCEPTED, REFUSED, REPLAY)
     assert box.counts() == {"pending": 2}  # the refusal is on record too
+
+
+def test_after_accept_runs_once_per_accepted_and_recorded_tap() -> None:
+    box = Outbox(":memory:")
+    seen: list[tuple[str | None, str | None, bool]] = []
+
+    def charge(result: TapResult, link: CardLink | None) -> TapResult:
+        seen.append((result.key, result.recorded, link is not None))
+        return replace(result, claim="claim-1")
+
+    pipe = pipeline(memory=box, outbox=box, confirm_timeout=0, after_accept=charge)
+    c = card(counter=3, frozen=True)
+    first = pipe.process(DirectLink(c))
+    second = pipe.process(DirectLink(c))  # a replay: refused, no charge
+    assert (first.outcome, first.claim) == (ACCEPTED, "claim-1")
+    assert (second.outcome, second.claim) == (REFUSED, None)
+    assert seen == [(f"{UID.hex().upper()}:3", "spooled", True)]
+
+
+def test_the_url_of_a_tap_is_in_no_repr_and_no_log_field() -> None:
+    result = pipeline().process(DirectLink(card(counter=1)))
+    assert result.url is not None and "p=" in result.url
+    assert "p=" not in repr(result)
+    assert result.url not in str(result.log_fields())

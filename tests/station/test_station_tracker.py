@@ -14,6 +14,7 @@ import httpx
 import pytest
 from station_fakes import DirectLink, FakeBoltCard
 from station_rig import RemovalWatch, wait_until
+from tracker_live import LiveTracker
 
 from station.app import build_station
 from station.daemon import ReaderSlot
@@ -25,9 +26,6 @@ from station.tap.pipeline import TapPipeline
 from station.tap.result import ACCEPTED, REFUSED, REPLAY
 from station.tap.verifier import StaticKeysVerifier
 from station.uplink.http import HttpUplink
-
-pytest.importorskip("tracker.web.app", reason="the tracker app has not landed")
-from tracker_live import LiveTracker
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
