@@ -76,7 +76,7 @@ def _pipeline(tmp: Path, uplink: Any, confirm: float, name: str) -> tuple[Any, A
 def _pcsc_rows(tmp: Path, n: int) -> list[dict[str, Any]]:
     sys.path.insert(0, str(REPO / "tests"))
     try:
-        from readers import pcscd_harness
+        import pcscd_harness
     finally:
         sys.path.pop(0)
     why = pcscd_harness.unavailable_reason()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from station_rig import RemovalWatch, vpcd_reader_name, wait_until
-from station_rig import pcscd_fixture as pcscd_fixture  # provides the pcscd fixture
 
 from station.app import build_station
 from station.daemon import ReaderSlot
