@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from station_cli import run_station
 
 from station.ntag424.keys import derive_keys
 from station.ntag424.sun import build_sun_url, compute_sun
+
+from .station_cli import run_station
 
 REPO = Path(__file__).resolve().parents[2]
 

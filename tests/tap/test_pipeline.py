@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from station_fakes import DirectLink, DyingLink, FakeBoltCard
 
-from station.pipeline import (
+from station.outbox.forwarder import Forwarder
+from station.outbox.outbox import Outbox
+from station.readers.base import CardLink, CardRemoved
+from station.tap.pipeline import TapPipeline
+from station.tap.result import (
     ACCEPTED,
     CARD_BLOCKED,
     CARD_WIPED,
@@ -16,24 +21,20 @@ from station.pipeline import (
     INVALID_TAP,
     REFUSED,
     REPLAY,
-    Journal,
-    StaticKeysVerifier,
-    StatusCache,
-    TapPipeline,
+    TapResult,
     UnsupportedCard,
 )
-from station.readers.base import CardRemoved
-from station.recorder import (
+from station.tap.status import StatusCache
+from station.tap.verifier import StaticKeysVerifier
+from station.uplink.base import (
     BLOCKED,
     CONFLICT,
     DELIVERED,
     CardStatus,
     Delivery,
-    Forwarder,
-    Outbox,
-    RecorderUnavailable,
-    TapRecord,
+    UplinkUnavailable,
 )
+from station.uplink.records import TapRecord
 
 UID = bytes.fromhex("04A1B2C3D4E5F6")
 K1 = bytes(range(16))
@@ -80,8 +81,7 @@ def test_tap_result_repr_and_log_fields_hold_no_p_or_c() -> None:
 
 def test_same_url_twice_is_a_replay() -> None:
     box = Outbox(":memory:")
-    journal = Journal(box, _NoForwarder(), confirm_timeout=0)
-    pipe = pipeline(memory=box, journal=journal)
+    pipe = pipeline(memory=box, outbox=box, confirm_timeout=0)
     c = card(counter=7, frozen=True)  # serves the same URL every time
     first = pipe.process(DirectLink(c))
     second = pipe.process(DirectLink(c))
@@ -143,7 +143,7 @@ def test_tracker_counter_counts_for_replay() -> None:
 def test_status_cache_trusts_an_answer_for_its_ttl_and_survives_an_outage() -> None:
     now = [0.0]
     calls: list[str] = []
-    answers = [CardStatus("active", 1), RecorderUnavailable("down")]
+    answers = [CardStatus("active", 1), UplinkUnavailable("down")]
 
     def fetch(uid: str) -> CardStatus:
         calls.append(uid)
@@ -177,21 +177,11 @@ def test_blank_or_plain_url_card_is_not_a_bolt_card(url: str) -> None:
 @pytest.mark.parametrize("after", [0, 1, 2])
 def test_card_removed_mid_read_records_nothing(after: int) -> None:
     box = Outbox(":memory:")
-    pipe = pipeline(memory=box, journal=Journal(box, _NoForwarder(), confirm_timeout=0))
+    pipe = pipeline(memory=box, outbox=box, confirm_timeout=0)
     with pytest.raises(CardRemoved):
         pipe.process(DyingLink(card(), after))
     assert box.counts() == {}
     assert box.last_counter("04A1B2C3D4E5F6") is None
-
-
-class _NoForwarder:
-    online = True
-
-    def kick(self) -> None:
-        pass
-
-    def wait_for(self, seq: int, timeout: float) -> Delivery | None:
-        return None
 
 
 class ScriptedRecorder:
@@ -201,14 +191,14 @@ class ScriptedRecorder:
 
     def send(self, record: TapRecord) -> Delivery:
         if self.answer is None:
-            raise RecorderUnavailable("down")
+            raise UplinkUnavailable("down")
         self.sent.append(record)
         if record.outcome == REFUSED:
             return Delivery(DELIVERED, created=True)
         return self.answer
 
     def card_status(self, uid: str) -> CardStatus:
-        raise RecorderUnavailable("no")
+        raise UplinkUnavailable("no")
 
     def close(self) -> None:
         pass
@@ -216,13 +206,12 @@ class ScriptedRecorder:
 
 def _journaled(tmp_path: Path, answer: Delivery | None) -> tuple[TapPipeline, Outbox,
                                                                  ScriptedRecorder, Forwarder]:
-    box = Outbox(tmp_path / "o.sqlite")
+    box = Outbox(tmp_path / "o.sqlite", station_name="till-1")
     recorder = ScriptedRecorder(answer)
     fwd = Forwarder(box, recorder, backoff_initial=0.01, backoff_max=0.02)
-    journal = Journal(box, fwd, confirm_timeout=5, station_name="till-1")
-    fwd.on_settled = journal.on_settled
     fwd.start()
-    return pipeline(memory=box, journal=journal), box, recorder, fwd
+    pipe = pipeline(memory=box, outbox=box, verdicts=fwd, confirm_timeout=5)
+    return pipe, box, recorder, fwd
 
 
 def test_tracker_confirms_an_accepted_tap(tmp_path: Path) -> None:
@@ -276,8 +265,8 @@ def _real_card(tmp_path: Path, uid_hex: str, issuer: bytes):  # type: ignore[no-
 
 
 def _issuer_pipeline(**kw) -> TapPipeline:  # type: ignore[no-untyped-def]
-    from station.pipeline import build_verifier
     from station.settings import KeySettings, Secret
+    from station.tap.verifier import build_verifier
 
     verifier = build_verifier(KeySettings(issuer_key=Secret(ISSUER.hex())))
     return TapPipeline(verifier=verifier, station_name="till-1", **kw)
@@ -291,7 +280,7 @@ def test_emulated_bolt_card_with_issuer_keys(tmp_path: Path) -> None:
     reader = EmulatedReader()
     reader.present(c)
     box = Outbox(":memory:")
-    pipe = _issuer_pipeline(memory=box, journal=Journal(box, _NoForwarder(), confirm_timeout=0))
+    pipe = _issuer_pipeline(memory=box, outbox=box, confirm_timeout=0)
     counters = []
     for _ in range(3):
         link = reader.wait_for_card(1)
@@ -305,7 +294,7 @@ def test_emulated_bolt_card_with_issuer_keys(tmp_path: Path) -> None:
 
 
 def test_card_of_another_issuer_is_unknown(tmp_path: Path) -> None:
-    from station.pipeline import UNKNOWN_CARD
+    from station.tap.result import UNKNOWN_CARD
 
     other = _real_card(tmp_path, "04C0FFEE000002", os.urandom(16))
     result = _issuer_pipeline().process(DirectLink(other))
@@ -328,9 +317,33 @@ def test_two_readers_of_one_station_cannot_both_accept_a_counter(tmp_path: Path)
         def last_counter(self, uid: str) -> int | None:
             return None
 
-    pipe = pipeline(memory=Stale(), journal=Journal(box, _NoForwarder(), confirm_timeout=0))
+    pipe = pipeline(memory=Stale(), outbox=box, confirm_timeout=0)
     url = card(counter=7).current_url()
     first = pipe.process(DirectLink(card(url=url)))
     second = pipe.process(DirectLink(card(url=url)))
     assert (first.outcome, second.outcome, second.reason) == (ACCEPTED, REFUSED, REPLAY)
     assert box.counts() == {"pending": 2}  # the refusal is on record too
+
+
+def test_after_accept_runs_once_per_accepted_and_recorded_tap() -> None:
+    box = Outbox(":memory:")
+    seen: list[tuple[str | None, str | None, bool]] = []
+
+    def charge(result: TapResult, link: CardLink | None) -> TapResult:
+        seen.append((result.key, result.recorded, link is not None))
+        return replace(result, claim="claim-1")
+
+    pipe = pipeline(memory=box, outbox=box, confirm_timeout=0, after_accept=charge)
+    c = card(counter=3, frozen=True)
+    first = pipe.process(DirectLink(c))
+    second = pipe.process(DirectLink(c))  # a replay: refused, no charge
+    assert (first.outcome, first.claim) == (ACCEPTED, "claim-1")
+    assert (second.outcome, second.claim) == (REFUSED, None)
+    assert seen == [(f"{UID.hex().upper()}:3", "spooled", True)]
+
+
+def test_the_url_of_a_tap_is_in_no_repr_and_no_log_field() -> None:
+    result = pipeline().process(DirectLink(card(counter=1)))
+    assert result.url is not None and "p=" in result.url
+    assert "p=" not in repr(result)
+    assert result.url not in str(result.log_fields())

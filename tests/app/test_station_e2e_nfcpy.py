@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 from station_rig import RemovalWatch, wait_until
 
-from station.daemon import build_station
-from station.pipeline import ACCEPTED, REFUSED, REPLAY
+from station.app import build_station
 from station.settings import KeySettings, ReaderSpec, Secret, StationSettings, TrackerLink
+from station.tap.result import ACCEPTED, REFUSED, REPLAY
 
 pytest.importorskip("nfc")
-pytest.importorskip("tracker.web.app")
 
 ISSUER = bytes.fromhex("00112233445566778899aabbccddeeff")
 UID = bytes.fromhex("04E2E0000000B2")

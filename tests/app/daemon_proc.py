@@ -12,14 +12,16 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared doubles
 
 from station_fakes import FakeBoltCard
 
-from station.daemon import ReaderSlot, build_station, run_station, setup_logging
-from station.pipeline import StaticKeysVerifier, TapResult
+from station.app import build_station, run_station
+from station.daemon import ReaderSlot, setup_logging
 from station.readers.emulated import EmulatedReader
 from station.settings import Secret, StationSettings, TrackerLink
+from station.tap.result import TapResult
+from station.tap.verifier import StaticKeysVerifier
 
 UID = bytes.fromhex("04A1B2C3D4E5F6")
 K1 = bytes(range(16))

@@ -1,4 +1,4 @@
-"""Test plumbing shared by the station tests: waiting on conditions, and the real pcscd.
+"""Test plumbing shared by the station tests: waiting on conditions, and the vpcd reader name.
 
 Every wait here polls a condition under a generous deadline instead of sleeping a fixed time:
 on a loaded 2-core CI machine a daemon thread can lag by hundreds of milliseconds, and a fixed
@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
-from components import require
 
 
 def wait_until(cond: Callable[[], object], timeout: float = 15.0, step: float = 0.01) -> bool:
@@ -37,7 +34,14 @@ class RemovalWatch:
 
     def __init__(self) -> None:
         self._seen = 0
+        self._still_there = 0
         self._lock = threading.Lock()
+
+    @property
+    def still_there(self) -> int:
+        """How often the daemon looked for a removal and found the card still in the field."""
+        with self._lock:
+            return self._still_there
 
     @property
     def seen(self) -> int:
@@ -59,6 +63,10 @@ class RemovalWatch:
         with self._lock:
             self._seen += 1
 
+    def _saw_it_stay(self) -> None:
+        with self._lock:
+            self._still_there += 1
+
 
 class _Watched:
     """A reader that reports to a :class:`RemovalWatch`; everything else goes to the reader."""
@@ -71,37 +79,15 @@ class _Watched:
         gone = bool(self._reader.wait_for_removal(timeout))
         if gone:
             self._watch._saw_one()
+        else:
+            self._watch._saw_it_stay()
         return gone
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reader, name)
 
 
-# -- the real pcscd + vpcd stack ------------------------------------------------------------------
-
-
-def start_pcscd() -> Iterator[Any]:
-    """Body of a module-scoped ``pcscd`` fixture: the real pcscd with vpcd, or require() it."""
-    try:
-        from readers import pcscd_harness
-    except ImportError as exc:  # the harness comes with the reader tests
-        require("pcsc", False, f"pcscd harness missing: {exc}")
-        raise
-    reason = pcscd_harness.unavailable_reason()
-    require("pcsc", reason is None, reason or "")
-    daemon = pcscd_harness.Pcscd()
-    try:
-        daemon.start()
-    except (RuntimeError, TimeoutError, OSError) as exc:
-        require("pcsc", False, f"could not start pcscd: {exc}")
-    try:
-        yield daemon
-    finally:
-        daemon.close()
-
-
-pcscd_fixture = pytest.fixture(scope="module", name="pcscd")(start_pcscd)
-"""Import this name into a test module to get the ``pcscd`` fixture there."""
+# -- the real pcscd + vpcd stack (the ``pcscd`` fixture is in tests/conftest.py) -----------------
 
 
 def vpcd_reader_name(slot: str = "Virtual PCD 00 00", timeout: float = 15.0) -> str:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from station_rig import RemovalWatch, vpcd_reader_name, wait_until
-from station_rig import pcscd_fixture as pcscd_fixture  # provides the pcscd fixture
 
-from station.daemon import ReaderSlot, build_station
-from station.pipeline import ACCEPTED, REFUSED, REPLAY, build_verifier
+from station.app import build_station
+from station.daemon import ReaderSlot
 from station.settings import KeySettings, Secret, StationSettings, TrackerLink
+from station.tap.result import ACCEPTED, REFUSED, REPLAY
+from station.tap.verifier import build_verifier
 
 ISSUER = bytes.fromhex("00112233445566778899aabbccddeeff")
 UID = bytes.fromhex("04E2E0000000A1")

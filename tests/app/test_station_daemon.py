@@ -12,12 +12,16 @@ import pytest
 from station_fakes import FakeBoltCard
 from station_rig import RemovalWatch, wait_until
 
-from station.daemon import Daemon, JsonFormatter, ReaderSlot, build_station
-from station.pipeline import ACCEPTED, REFUSED, StaticKeysVerifier, TapPipeline
+from station.app import build_station
+from station.daemon import Daemon, JsonFormatter, ReaderSlot
 from station.readers.base import ReaderUnavailable
 from station.readers.emulated import EmulatedReader
-from station.recorder import CardStatus, Delivery, RecorderUnavailable, TapRecord
 from station.settings import StationSettings
+from station.tap.pipeline import TapPipeline
+from station.tap.result import ACCEPTED, REFUSED
+from station.tap.verifier import StaticKeysVerifier
+from station.uplink.base import CardStatus, Delivery, UplinkUnavailable
+from station.uplink.records import TapRecord
 
 UID = bytes.fromhex("04A1B2C3D4E5F6")
 K1 = bytes(range(16))
@@ -57,7 +61,7 @@ def station(tmp_path: Path):  # type: ignore[no-untyped-def]
     st = build_station(
         settings,
         verifier=StaticKeysVerifier(K1, K2),
-        recorder=recorder,
+        uplink=recorder,
         slots=[ReaderSlot("emulated", open=lambda: removals.wrap(reader))],
         keep_results=True,
     )
@@ -74,7 +78,10 @@ def test_card_left_on_the_reader_is_one_tap(station) -> None:  # type: ignore[no
     card = FakeBoltCard(UID, K1, K2, counter=10)
     reader.present(card)
     assert wait_until(lambda: st.daemon.stats.taps == 1)
-    time.sleep(0.2)  # the card stays in the field: no second tap
+    # The card stays in the field: the daemon waits for its removal (and found it still there
+    # twice) instead of tapping it again.
+    before = st.removals.still_there
+    assert wait_until(lambda: st.removals.still_there >= before + 2)
     assert st.daemon.stats.taps == 1
     lift(st, reader)
     reader.present(card)
@@ -201,14 +208,14 @@ def test_json_tap_line_has_the_fields_and_no_secrets(station, capsys) -> None:  
 def test_recorder_unavailable_does_not_block_taps(tmp_path: Path) -> None:
     class Down(CollectingRecorder):
         def send(self, record: TapRecord) -> Delivery:
-            raise RecorderUnavailable("down")
+            raise UplinkUnavailable("down")
 
     reader = EmulatedReader()
     removals = RemovalWatch()
     st = build_station(
         StationSettings(station_name="s", outbox_path=tmp_path / "o.sqlite", debounce=0,
                         confirm_timeout=0.5),
-        verifier=StaticKeysVerifier(K1, K2), recorder=Down(),
+        verifier=StaticKeysVerifier(K1, K2), uplink=Down(),
         slots=[ReaderSlot("e", open=lambda: removals.wrap(reader))],
     )
     st.removals = removals  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -15,19 +16,19 @@ import httpx
 import pytest
 from station_fakes import FakeTracker
 
-from station.recorder import (
+from station.outbox.forwarder import Forwarder
+from station.outbox.outbox import SCHEMA_VERSION, LocalReplay, Outbox, OutboxVersionError
+from station.uplink.base import (
     CONFLICT,
     DELIVERED,
     PENDING,
+    REJECTED,
     CardStatus,
     Delivery,
-    Forwarder,
-    HttpRecorder,
-    LocalReplay,
-    Outbox,
-    RecorderUnavailable,
-    TapRecord,
+    UplinkUnavailable,
 )
+from station.uplink.http import HttpUplink
+from station.uplink.records import ClaimRecord, TapRecord
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +57,7 @@ class FlakyRecorder:
     def send(self, record: TapRecord) -> Delivery:
         self.calls += 1
         if self.down.is_set():
-            raise RecorderUnavailable("down")
+            raise UplinkUnavailable("down")
         if record.idempotency_key in self.stored:
             return Delivery(DELIVERED, created=False)
         self.stored.append(record.idempotency_key)
@@ -110,7 +111,7 @@ def test_forwarder_sends_in_order_exactly_once_across_an_outage(tmp_path: Path) 
         box.append(rec("04AA", n))
         fwd.kick()
     # While down, nothing leaves and nothing is lost.
-    assert fwd.wait_for(2, 0.2) is None
+    assert fwd.await_verdict(2, 0.2) is None
     assert box.pending_count() == 10
     recorder.down.clear()
     assert fwd.flush(5)
@@ -142,7 +143,7 @@ def test_http_recorder_maps_final_answers(
         seen.append(request)
         return httpx.Response(code, json=body)
 
-    delivery = HttpRecorder(_mock_client(handler), "s3cret-token").send(rec("04AA", 1))
+    delivery = HttpUplink(_mock_client(handler), "s3cret-token").send(rec("04AA", 1))
     assert delivery.state == state
     assert delivery.last_counter == last
     assert seen[0].headers["Authorization"] == "Bearer s3cret-token"
@@ -151,8 +152,8 @@ def test_http_recorder_maps_final_answers(
 
 @pytest.mark.parametrize("code", [401, 500, 502, 503])
 def test_http_recorder_retries_what_may_succeed_later(code: int) -> None:
-    recorder = HttpRecorder(_mock_client(lambda r: httpx.Response(code, json={})), "tok-xyz")
-    with pytest.raises(RecorderUnavailable) as err:
+    recorder = HttpUplink(_mock_client(lambda r: httpx.Response(code, json={})), "tok-xyz")
+    with pytest.raises(UplinkUnavailable) as err:
         recorder.send(rec("04AA", 1))
     assert "tok-xyz" not in str(err.value)
 
@@ -161,8 +162,8 @@ def test_http_recorder_connection_refused_is_unavailable() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    with pytest.raises(RecorderUnavailable):
-        HttpRecorder(_mock_client(handler), "t").send(rec("04AA", 1))
+    with pytest.raises(UplinkUnavailable):
+        HttpUplink(_mock_client(handler), "t").send(rec("04AA", 1))
 
 
 def test_tracker_down_for_a_stretch_then_back_loses_and_duplicates_nothing(
@@ -173,7 +174,7 @@ def test_tracker_down_for_a_stretch_then_back_loses_and_duplicates_nothing(
     port = tracker.port
     box = Outbox(tmp_path / "o.sqlite")
     client = httpx.Client(base_url=tracker.url, timeout=2.0)
-    fwd = Forwarder(box, HttpRecorder(client, "tok-A"), backoff_initial=0.01, backoff_max=0.05)
+    fwd = Forwarder(box, HttpUplink(client, "tok-A"), backoff_initial=0.01, backoff_max=0.05)
     fwd.start()
     for n in range(1, 4):
         box.append(rec("04AA", n))
@@ -196,9 +197,11 @@ def test_tracker_down_for_a_stretch_then_back_loses_and_duplicates_nothing(
 CRASH_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys, httpx
-    from station.recorder import Forwarder, HttpRecorder, Outbox
+    from station.outbox.forwarder import Forwarder
+    from station.outbox.outbox import Outbox
+    from station.uplink.http import HttpUplink
 
-    class DieAfterSend(HttpRecorder):
+    class DieAfterSend(HttpUplink):
         def send(self, record):
             delivery = super().send(record)
             if record.counter == int(sys.argv[3]):
@@ -230,7 +233,7 @@ def test_crash_between_send_and_mark_is_resent_but_stored_once(tmp_path: Path) -
     assert sorted(tracker.taps) == ["04AA:1", "04AA:2", "04AA:3"]
     box = Outbox(path)
     assert box.pending_count() == 3  # 3 was sent but not marked; 4 and 5 never sent
-    fwd = Forwarder(box, HttpRecorder(httpx.Client(base_url=tracker.url), "tok-A"))
+    fwd = Forwarder(box, HttpUplink(httpx.Client(base_url=tracker.url), "tok-A"))
     fwd.start()
     assert fwd.flush(10)
     fwd.stop()
@@ -253,3 +256,126 @@ def test_prune_forgets_only_old_settled_records(tmp_path: Path) -> None:
     assert box.prune(older_than=3600) == 1
     assert box.counts() == {DELIVERED: 1, PENDING: 1}
     assert box.last_counter("04AA") == 3  # the replay memory stays
+
+
+# -- record kinds, schema version ----------------------------------------------------------------
+
+# The outbox schema as station releases before issue 7 wrote it (v1: taps only, no version).
+_V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    settled_at REAL,
+    answer TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, seq);
+CREATE TABLE IF NOT EXISTS counters (
+    uid TEXT PRIMARY KEY,
+    last_counter INTEGER NOT NULL
+);
+"""
+
+
+def claim(state: str = "sending", claim_id: str = "c" * 32) -> ClaimRecord:
+    return ClaimRecord(
+        claim_id=claim_id, tap_key="04AA:5", state=state, amount_msat=21_000, memo="coffee",
+        bolt11=None, payment_hash=None, issuer_host="pay.example.com", k1_hash="ab" * 32,
+        reason=None, station_time="2026-11-26T10:00:00.000+00:00",
+    )
+
+
+def test_a_v1_outbox_file_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    old_body = {k: v for k, v in rec("04AA", 3).to_body().items() if k != "verified"}
+    with sqlite3.connect(path) as db:
+        db.executescript(_V1_SCHEMA)
+        db.execute("INSERT INTO outbox(idempotency_key, body, created_at) VALUES (?, ?, 1.0)",
+                   ("04AA:3", json.dumps(old_body)))
+        db.execute("INSERT INTO counters(uid, last_counter) VALUES ('04AA', 3)")
+    box = Outbox(path)
+    entry = box.next_pending()
+    assert entry is not None and entry.record == rec("04AA", 3)  # verified defaults to True
+    assert box.last_counter("04AA") == 3
+    with pytest.raises(LocalReplay):
+        box.append(rec("04AA", 3, key="again:3"))
+    box.append(claim())
+    box.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        kinds = db.execute("SELECT kind FROM outbox ORDER BY seq").fetchall()
+    assert kinds == [("tap",), ("claim",)]
+    assert Outbox(path).counts() == {PENDING: 2}  # opening a v2 file again changes nothing
+
+
+def test_an_outbox_from_a_newer_station_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(OutboxVersionError, match="upgrade the station"):
+        Outbox(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+def test_claim_states_go_out_in_order_each_under_its_own_key(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    sent: list[tuple[str, str, str]] = []
+
+    class Recording(FlakyRecorder):
+        def send(self, record):  # type: ignore[no-untyped-def]
+            what = record.state if isinstance(record, ClaimRecord) else record.outcome
+            sent.append((record.kind, what, record.idempotency_key))
+            return Delivery(DELIVERED, created=True)
+
+    box.append(rec("04AA", 5))
+    first, second = claim("sending"), claim("paid")
+    box.append(first)
+    box.append(second)
+    fwd = Forwarder(box, Recording(), backoff_initial=0.01)
+    fwd.start()
+    assert fwd.flush(5)
+    fwd.stop()
+    assert [(k, s) for k, s, _key in sent] == [("tap", "accepted"), ("claim", "sending"),
+                                                ("claim", "paid")]
+    assert first.idempotency_key != second.idempotency_key
+    assert [key for _k, _s, key in sent[1:]] == [first.idempotency_key, second.idempotency_key]
+
+
+def test_a_tap_body_says_verified_and_a_claim_body_is_the_contract() -> None:
+    assert rec("04AA", 1).to_body()["verified"] is True
+    assert set(claim().to_body()) == {
+        "claim_id", "tap_key", "state", "amount_msat", "memo", "bolt11", "payment_hash",
+        "issuer_host", "k1_hash", "reason", "station_time",
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "body", "state"),
+    [
+        (201, {"created": True}, DELIVERED),
+        (200, {"created": False}, DELIVERED),
+        (422, {"detail": [{"loc": ["body", "amount_msat"]}]}, REJECTED),
+    ],
+)
+def test_http_uplink_posts_claims_and_maps_the_answers(code: int, body: dict, state: str) -> None:  # type: ignore[type-arg]
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(code, json=body)
+
+    delivery = HttpUplink(_mock_client(handler), "tok-claims").send(claim())
+    assert delivery.state == state
+    assert seen[0].url.path == "/api/v1/claims"
+    assert seen[0].headers["Authorization"] == "Bearer tok-claims"
+    assert json.loads(seen[0].content) == claim().to_body()
+
+
+def test_http_uplink_keeps_a_claim_the_tracker_refused_the_token_for() -> None:
+    client = _mock_client(lambda r: httpx.Response(401, json={"detail": "bad token"}))
+    with pytest.raises(UplinkUnavailable, match="STATION_TRACKER_TOKEN"):
+        HttpUplink(client, "wrong").send(claim())

@@ -14,15 +14,18 @@ import httpx
 import pytest
 from station_fakes import DirectLink, FakeBoltCard
 from station_rig import RemovalWatch, wait_until
-
-from station.daemon import ReaderSlot, build_station
-from station.pipeline import ACCEPTED, REFUSED, REPLAY, Journal, StaticKeysVerifier, TapPipeline
-from station.readers.emulated import EmulatedReader
-from station.recorder import Forwarder, HttpRecorder, Outbox
-from station.settings import Secret, StationSettings, TrackerLink
-
-pytest.importorskip("tracker.web.app", reason="the tracker app has not landed")
 from tracker_live import LiveTracker
+
+from station.app import build_station
+from station.daemon import ReaderSlot
+from station.outbox.forwarder import Forwarder
+from station.outbox.outbox import Outbox
+from station.readers.emulated import EmulatedReader
+from station.settings import Secret, StationSettings, TrackerLink
+from station.tap.pipeline import TapPipeline
+from station.tap.result import ACCEPTED, REFUSED, REPLAY
+from station.tap.verifier import StaticKeysVerifier
+from station.uplink.http import HttpUplink
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -107,13 +110,11 @@ def test_replay_the_station_never_saw_is_refused_by_the_tracker(tmp_path: Path, 
     card = FakeBoltCard(UID, K1, K2, counter=4, frozen=True)
     for name in ("till-1", "till-2"):
         token = tracker.add_station(name)
-        box = Outbox(tmp_path / f"{name}.sqlite")
-        fwd = Forwarder(box, HttpRecorder(httpx.Client(base_url=tracker.url), token))
-        journal = Journal(box, fwd, confirm_timeout=5, station_name=name)
-        fwd.on_settled = journal.on_settled
+        box = Outbox(tmp_path / f"{name}.sqlite", station_name=name)
+        fwd = Forwarder(box, HttpUplink(httpx.Client(base_url=tracker.url), token))
         fwd.start()
         pipe = TapPipeline(verifier=StaticKeysVerifier(K1, K2), station_name=name, memory=box,
-                           journal=journal)
+                           outbox=box, verdicts=fwd, confirm_timeout=5)
         results.append(pipe.process(DirectLink(card)))
         assert fwd.flush(5)
         fwd.stop()
@@ -127,14 +128,12 @@ def test_two_stations_racing_on_one_card_accept_exactly_once(tmp_path: Path, tra
     forwarders = []
     for name in ("till-1", "till-2"):
         token = tracker.add_station(name)
-        box = Outbox(tmp_path / f"{name}.sqlite")
-        fwd = Forwarder(box, HttpRecorder(httpx.Client(base_url=tracker.url), token))
-        journal = Journal(box, fwd, confirm_timeout=5, station_name=name)
-        fwd.on_settled = journal.on_settled
+        box = Outbox(tmp_path / f"{name}.sqlite", station_name=name)
+        fwd = Forwarder(box, HttpUplink(httpx.Client(base_url=tracker.url), token))
         fwd.start()
         forwarders.append(fwd)
         pipes.append(TapPipeline(verifier=StaticKeysVerifier(K1, K2), station_name=name,
-                                 memory=box, journal=journal))
+                                 memory=box, outbox=box, verdicts=fwd, confirm_timeout=5))
     barrier = threading.Barrier(2)
     results = [None, None]
 

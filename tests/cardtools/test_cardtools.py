@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from station_rig import pcscd_fixture as pcscd_fixture  # provides the pcscd fixture
 from station_rig import vpcd_reader_name
 
 from station import cardtools as ct
