@@ -8,6 +8,7 @@ a station without the tracker installed never loads it.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
@@ -15,14 +16,15 @@ from station.uplink.base import (
     BLOCKED,
     CONFLICT,
     DELIVERED,
+    REJECTED,
     CardStatus,
     Delivery,
     UplinkUnavailable,
 )
 from station.uplink.records import ClaimRecord, Record
 from tracker import db as tracker_db
-from tracker.models import TapCreate
-from tracker.services import taps
+from tracker.models import ClaimCreate, TapCreate
+from tracker.services import claims, stations, taps
 
 
 class DirectUplink:
@@ -55,20 +57,18 @@ class DirectUplink:
             raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
 
     def _send_claim(self, record: ClaimRecord) -> Delivery:
-        # NOTE(issue 8): ``tracker.services.claims`` is written on another branch. Until it is
-        # installed, claims stay in the outbox (retried with backoff, never dropped). The call
-        # below assumes ``record_claim(session, *, station_name, claim: dict) -> (obj, created)``;
-        # align it (and map the service's "invalid claim" error to REJECTED) when that lands.
         try:
-            from tracker.services import claims  # type: ignore[attr-defined,unused-ignore]
-        except ImportError:
-            raise UplinkUnavailable("the tracker has no claims service") from None
+            claim = ClaimCreate(**record.to_body())
+        except ValidationError as exc:
+            return Delivery(REJECTED, detail=str(exc)[:300])
         try:
             with self._session_factory() as session:
-                _public, created = claims.record_claim(
-                    session, station_name=self.station_name, claim=record.to_body()
-                )
+                station_id = stations.get_or_create_station_id(session, name=self.station_name)
+                _public, created = claims.record_claim(session, station_id=station_id,
+                                                       claim=claim)
                 return Delivery(DELIVERED, created=bool(created))
+        except claims.ClaimRejected as exc:
+            return Delivery(REJECTED, detail=f"{exc.field}: {exc}"[:300])
         except OperationalError as exc:
             raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
 

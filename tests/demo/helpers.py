@@ -16,8 +16,8 @@ from bolt11.models.tags import Tag, TagChar, Tags
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from station.demo.issuer import IssuerConfig, create_app, issuer_of, serve_in_thread
 from station.demo.books import PullPayment
+from station.demo.issuer import IssuerConfig, create_app, issuer_of, serve_in_thread
 from station.demo.payer import PayError, PayResult
 from station.ntag424 import sun
 

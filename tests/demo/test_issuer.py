@@ -16,8 +16,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from station.demo.issuer import PENDING_REASON, CardConfig, serve_in_thread
 from station.demo.books import PullPayment
+from station.demo.issuer import PENDING_REASON, CardConfig, serve_in_thread
 from station.demo.payer import LnbitsPayer
 from station.demo.webhooks import WebhookTarget
 from station.ntag424 import keys as keymod
