@@ -12,7 +12,7 @@ Rows (latencies as p50/p95, p99 in the detail):
 4. how long pcscd takes to report a vpcd card inserted — an artefact of vpcd's 400 ms poll,
    not of real readers, shown so nobody mistakes it for tap latency.
 
-pcscd is started with the test harness (tests/readers/pcscd_harness.py) unless one serving vpcd
+pcscd is started with the test harness (tests/pcscd_harness.py) unless one serving vpcd
 already runs; rows for a stack that cannot run here say why instead of failing.
 """
 
@@ -89,7 +89,7 @@ def _apdus_detail(counter: list[int]) -> str:
 def _pcsc_rows(n_apdu: int, n_read: int) -> list[dict[str, Any]]:
     sys.path.insert(0, str(REPO / "tests"))
     try:
-        from readers import pcscd_harness
+        import pcscd_harness
     finally:
         sys.path.pop(0)
     why = pcscd_harness.unavailable_reason()

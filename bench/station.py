@@ -8,8 +8,8 @@ Rows:
 2. tap latency from "card present" (the reader's ``wait_for_card`` returned a connected card)
    to "tap recorded" through pcscd + vpcd with the emulated NTAG 424 DNA: read (3 APDUs), key
    store lookup + SUN verification, policy, outbox commit with fsync — target median <= 15 ms;
-3. the same, to "recorded in the tracker database" (DirectRecorder, waiting for its verdict),
-   and to "recorded by the tracker over HTTP" (HttpRecorder → uvicorn on 127.0.0.1);
+3. the same, to "recorded in the tracker database" (DirectUplink, waiting for its verdict),
+   and to "recorded by the tracker over HTTP" (HttpUplink → uvicorn on 127.0.0.1);
 4. taps/s sustained by one daemon (reader thread + pipeline + outbox + forwarder into a tracker
    SQLite database) with the in-process emulated reader, so the reader stack is not the limit;
 5. the daemon's RSS after 100 taps and after 10,000 (2,000 with BENCH_QUICK).
@@ -57,17 +57,18 @@ def _tracker_db(tmp: Path) -> str:
     return url
 
 
-def _pipeline(tmp: Path, recorder: Any, confirm: float, name: str) -> tuple[Any, Any, Any]:
-    from station.pipeline import Journal, TapPipeline, build_verifier
-    from station.recorder import Forwarder, Outbox
+def _pipeline(tmp: Path, uplink: Any, confirm: float, name: str) -> tuple[Any, Any, Any]:
+    from station.outbox.forwarder import Forwarder
+    from station.outbox.outbox import Outbox
     from station.settings import KeySettings, Secret
+    from station.tap.pipeline import TapPipeline
+    from station.tap.verifier import build_verifier
 
-    outbox = Outbox(tmp / f"{name}.sqlite")
-    forwarder = Forwarder(outbox, recorder)
-    journal = Journal(outbox, forwarder, confirm, name)
-    forwarder.on_settled = journal.on_settled
+    outbox = Outbox(tmp / f"{name}.sqlite", station_name=name)
+    forwarder = Forwarder(outbox, uplink)
     pipe = TapPipeline(verifier=build_verifier(KeySettings(issuer_key=Secret(ISSUER.hex()))),
-                       station_name=name, memory=outbox, journal=journal)
+                       station_name=name, memory=outbox, outbox=outbox, verdicts=forwarder,
+                       confirm_timeout=confirm)
     forwarder.start()
     return pipe, outbox, forwarder
 
@@ -75,7 +76,7 @@ def _pipeline(tmp: Path, recorder: Any, confirm: float, name: str) -> tuple[Any,
 def _pcsc_rows(tmp: Path, n: int) -> list[dict[str, Any]]:
     sys.path.insert(0, str(REPO / "tests"))
     try:
-        from readers import pcscd_harness
+        import pcscd_harness
     finally:
         sys.path.pop(0)
     why = pcscd_harness.unavailable_reason()
@@ -83,7 +84,8 @@ def _pcsc_rows(tmp: Path, n: int) -> list[dict[str, Any]]:
         return [{"case": "tap through pcscd+vpcd", "detail": f"skipped: {why}"}]
     from station.emulator.bridges.vpcd import VpcdBridge
     from station.readers.pcsc import PcscReader, list_reader_names
-    from station.recorder import DirectRecorder, NullRecorder
+    from station.uplink.direct import DirectUplink
+    from station.uplink.null import NullUplink
 
     daemon = pcscd_harness.Pcscd()
     daemon.start()
@@ -105,20 +107,20 @@ def _pcsc_rows(tmp: Path, n: int) -> list[dict[str, Any]]:
         import httpx
 
         from station.cli.demo import prepare_tracker, serve_tracker
-        from station.recorder import HttpRecorder
+        from station.uplink.http import HttpUplink
 
         t_settings, t_engine, _password, token = prepare_tracker(tmp / "http-tracker")
         stack = contextlib.ExitStack()
         base = stack.enter_context(serve_tracker(t_settings, t_engine, _free_port()))
         cases = (
-            ("tap present -> recorded (outbox fsync), pcscd+vpcd", NullRecorder(), 0.0),
+            ("tap present -> recorded (outbox fsync), pcscd+vpcd", NullUplink(), 0.0),
             ("tap present -> in tracker db (direct), pcscd+vpcd",
-             DirectRecorder(db_url, "bench-pcsc"), 5.0),
+             DirectUplink(db_url, "bench-pcsc"), 5.0),
             ("tap present -> in tracker via HTTP (uvicorn), pcscd+vpcd",
-             HttpRecorder(httpx.Client(base_url=base, timeout=5.0), token), 5.0),
+             HttpUplink(httpx.Client(base_url=base, timeout=5.0), token), 5.0),
         )
-        for case, recorder, confirm in cases:
-            pipe, outbox, forwarder = _pipeline(tmp, recorder, confirm, f"pcsc{len(rows)}")
+        for case, uplink, confirm in cases:
+            pipe, outbox, forwarder = _pipeline(tmp, uplink, confirm, f"pcsc{len(rows)}")
             samples: list[float] = []
             apdus: set[int] = set()
             outcomes: set[str] = set()
@@ -136,7 +138,7 @@ def _pcsc_rows(tmp: Path, n: int) -> list[dict[str, Any]]:
                     outcomes.add(f"{result.outcome}/{result.recorded}")
             forwarder.stop()
             outbox.close()
-            recorder.close()
+            uplink.close()
             row = latency_row(case, samples, f"target median <= 15 ms; {sorted(outcomes)}")
             row["ok"] = row["p50_ms"] <= 15.0
             rows.append(row)
@@ -158,7 +160,8 @@ def _daemon_rows(tmp: Path, n_taps: int, direct: bool = True) -> list[dict[str, 
     ``direct``: the forwarder writes every tap into a tracker SQLite database (the tracker's
     own ``record_tap``) while taps come in; otherwise no tracker is configured and the figure
     is the station's own ceiling (read, verify, decide, fsync'd spool)."""
-    from station.daemon import ReaderSlot, build_station
+    from station.app import build_station
+    from station.daemon import ReaderSlot
     from station.readers.emulated import EmulatedReader
     from station.settings import KeySettings, Secret, StationSettings, TrackerLink
 
@@ -185,8 +188,7 @@ def _daemon_rows(tmp: Path, n_taps: int, direct: bool = True) -> list[dict[str, 
         tracker=TrackerLink(database_url=db_url),
     )
     station = build_station(settings, slots=[ReaderSlot("emulated", open=lambda: reader)],
-                            on_tap=lambda r: done.release())
-    station.daemon.poll = 0.05
+                            on_tap=lambda r: done.release(), poll=0.05)
     station.forwarder.start()
     station.daemon.start()
 

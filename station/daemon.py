@@ -11,8 +11,8 @@ Failure handling, each a log line and never a crash:
 * reader unplugged / pcscd restarted (``ReaderUnavailable``): logged once, retried with backoff,
   the reader reopened, and a line when it is back.
 
-Stopping: SIGTERM/SIGINT set a flag; the tap in flight completes (it is never interrupted between
-"spooled" and "feedback"), the forwarder gets a few seconds to flush, the process exits 0.
+Stopping: :meth:`Daemon.stop` (SIGTERM/SIGINT, see :func:`station.app.run_station`) sets a flag;
+the tap in flight completes (it is never interrupted between "spooled" and "feedback").
 SIGKILL at any moment loses nothing acknowledged (the outbox commit precedes feedback) and
 duplicates nothing on restart (idempotency keys).
 """
@@ -22,15 +22,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
-from station.pipeline import Journal, StatusCache, TapPipeline, TapResult, UnsupportedCard
 from station.readers.base import (
     CardRemoved,
     CardUnresponsive,
@@ -38,8 +35,8 @@ from station.readers.base import (
     ReaderError,
     ReaderUnavailable,
 )
-from station.recorder import Forwarder, Outbox, Recorder
-from station.settings import ReaderSpec, StationSettings
+from station.tap.pipeline import TapPipeline
+from station.tap.result import TapResult, UnsupportedCard
 
 log = logging.getLogger("station.daemon")
 taplog = logging.getLogger("station.tap")
@@ -127,7 +124,6 @@ class Daemon:
         pipeline: TapPipeline,
         slots: Sequence[ReaderSlot],
         *,
-        forwarder: Forwarder | None = None,
         debounce: float = 0.3,
         poll: float = 0.25,
         max_taps: int | None = None,
@@ -140,7 +136,6 @@ class Daemon:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.slots = list(slots)
-        self.forwarder = forwarder
         self.debounce = debounce
         self.poll = poll
         self.max_taps = max_taps
@@ -298,140 +293,3 @@ def _feedback(reader: Reader, accepted: bool) -> None:
     # Feedback is a courtesy: a reader without LEDs must not fail a tap.
     with contextlib.suppress(Exception):
         reader.feedback(accepted)
-
-
-# -- wiring ---------------------------------------------------------------------------------------
-
-
-def open_reader(spec: ReaderSpec) -> Reader:
-    """Open one configured reader through the reader registry (backend + name substring)."""
-    from station.readers import registry
-
-    return registry.open_reader(spec.backend, spec.name)
-
-
-def _slot_for(spec: ReaderSpec) -> ReaderSlot:
-    def opener() -> Reader:
-        return open_reader(spec)
-
-    return ReaderSlot(label=f"{spec.backend}:{spec.name or '*'}", open=opener)
-
-
-def build_recorder(settings: StationSettings) -> Recorder:
-    from station.recorder import DirectRecorder, HttpRecorder, NullRecorder
-
-    mode = settings.tracker.mode
-    if mode == "direct":
-        assert settings.tracker.database_url is not None
-        return DirectRecorder(settings.tracker.database_url, settings.station_name)
-    if mode == "http":
-        import httpx
-
-        assert settings.tracker.token is not None
-        client = httpx.Client(
-            base_url=settings.tracker.url or "",
-            timeout=httpx.Timeout(3.0, connect=1.0),
-        )
-        return HttpRecorder(client, settings.tracker.token.reveal())
-    log.warning("no tracker configured: taps stay in the outbox %s", settings.outbox_path)
-    return NullRecorder()
-
-
-@dataclass
-class Station:
-    """Everything one daemon process owns, built from one settings object."""
-
-    settings: StationSettings
-    outbox: Outbox
-    recorder: Recorder
-    forwarder: Forwarder
-    pipeline: TapPipeline
-    daemon: Daemon
-
-    def shutdown(self, flush_timeout: float = 3.0) -> int:
-        """Stop readers, let the forwarder flush, close; return the number of taps still spooled."""
-        self.daemon.stop()
-        self.daemon.join(timeout=10)
-        left = self.forwarder.stop(flush_timeout=flush_timeout)
-        for slot in self.daemon.slots:
-            if slot.reader is not None:
-                with contextlib.suppress(Exception):
-                    slot.reader.close()
-        self.recorder.close()
-        self.outbox.close()
-        return left
-
-
-def build_station(
-    settings: StationSettings,
-    *,
-    verifier: Any | None = None,
-    recorder: Recorder | None = None,
-    slots: Sequence[ReaderSlot] | None = None,
-    max_taps: int | None = None,
-    keep_results: bool = False,
-    on_tap: Callable[[TapResult], None] | None = None,
-    backoff_max: float = 5.0,
-) -> Station:
-    """Wire settings → outbox, recorder, forwarder, pipeline and daemon (not started)."""
-    if verifier is None:
-        from station.pipeline import build_verifier
-
-        verifier = build_verifier(settings.keys)
-    outbox = Outbox(settings.outbox_path)
-    recorder = recorder if recorder is not None else build_recorder(settings)
-    forwarder = Forwarder(outbox, recorder, backoff_initial=0.1, backoff_max=backoff_max)
-    journal = Journal(outbox, forwarder, settings.confirm_timeout, settings.station_name)
-    status = StatusCache(recorder.card_status, settings.status_ttl)
-    journal.status = status
-    forwarder.on_settled = journal.on_settled
-    pipeline = TapPipeline(
-        verifier=verifier,
-        station_name=settings.station_name,
-        host_allowed=settings.host_allowed,
-        memory=outbox,
-        status=status,
-        journal=journal,
-    )
-    if slots is None:
-        slots = [_slot_for(spec) for spec in settings.readers]
-    daemon = Daemon(
-        pipeline, slots, forwarder=forwarder, debounce=settings.debounce, max_taps=max_taps,
-        keep_results=keep_results, on_tap=on_tap,
-    )
-    return Station(settings, outbox, recorder, forwarder, pipeline, daemon)
-
-
-def run_station(
-    station: Station, *, install_signals: bool = True, flush_timeout: float = 3.0
-) -> int:
-    """Run until SIGTERM/SIGINT (or max_taps); finish the tap in flight, flush, return 0."""
-    if install_signals:
-        def _on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal %d: finishing the tap in flight and stopping", signum)
-            station.daemon.stop()
-
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
-    pruned = station.outbox.prune()
-    if pruned:
-        log.info("pruned %d settled records older than 30 days from the outbox", pruned)
-    station.forwarder.start()
-    log.info(
-        "station %s watching %s; tracker: %s; outbox %s (%d pending)",
-        station.settings.station_name,
-        ", ".join(s.label for s in station.daemon.slots),
-        station.settings.tracker.mode,
-        station.settings.outbox_path,
-        station.outbox.pending_count(),
-    )
-    try:
-        station.daemon.run()
-    finally:
-        left = station.shutdown(flush_timeout=flush_timeout)
-        if left:
-            log.warning("%d taps still spooled in %s; they go out on the next start", left,
-                        station.settings.outbox_path)
-        else:
-            log.info("stopped; outbox empty")
-    return 0

@@ -16,17 +16,23 @@ import contextlib
 import fcntl
 import os
 import threading
-import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import anyio.to_thread
 from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
+from tracker.pgpool import AsyncPgPool
 from tracker.settings import TrackerSettings, normalise_database_url
+
+T = TypeVar("T")
+
+#: Key of the :class:`Database` in ``Session.info`` (services find the process state there).
+DATABASE_KEY = "tracker.database"
 
 
 class SchemaNotCurrentError(RuntimeError):
@@ -119,35 +125,109 @@ class _SQLiteWriteLock:
         finally:
             self._thread_lock.release()
 
-
-_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, _SQLiteWriteLock] = (
-    weakref.WeakKeyDictionary()
-)
-_LOCKS_GUARD = threading.Lock()
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
 
 
-def write_lock(session_or_engine: Any) -> contextlib.AbstractContextManager[Any]:
-    """Hold around a write transaction: serialises SQLite writers (see _SQLiteWriteLock);
-    a no-op on PostgreSQL, where row locks and the compare-and-set do the job."""
-    engine = session_or_engine
-    if not isinstance(engine, Engine):
-        engine = session_or_engine.get_bind()
+def _write_lock_for(engine: Engine) -> contextlib.AbstractContextManager[Any]:
     if engine.dialect.name != "sqlite":
         return contextlib.nullcontext()
-    with _LOCKS_GUARD:
-        lock = _SQLITE_WRITE_LOCKS.get(engine)
-        if lock is None:
-            database = engine.url.database
-            path = None
-            if database and database != ":memory:" and not database.startswith("file:"):
-                path = Path(database).with_name(Path(database).name + ".writelock")
-            lock = _SQLITE_WRITE_LOCKS[engine] = _SQLiteWriteLock(path)
-    return lock
+    database = engine.url.database
+    path = None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database).with_name(Path(database).name + ".writelock")
+    return _SQLiteWriteLock(path)
+
+
+class Database:
+    """This process's handle on one tracker database, built once (``create_app``, the CLI, a
+    station writing straight into the database) and passed down.
+
+    It holds what must be shared by every writer of the process and must not be global: the
+    SQLite write lock, the async PostgreSQL pools (one per event loop), and the station
+    memos (token cache, last-seen throttle, see :mod:`tracker.services.stations`) and the
+    in-process event listeners (see :mod:`tracker.events`), which other modules hang on
+    :attr:`state`. Sessions from :attr:`sessions` carry it in ``session.info``.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.write_lock = _write_lock_for(engine)
+        self.sessions: sessionmaker[Session] = sessionmaker(
+            bind=engine, class_=Session, expire_on_commit=False, info={DATABASE_KEY: self}
+        )
+        #: Per-database state of other modules, created on first use by its owner.
+        self.state: dict[str, Any] = {}
+        self._state_guard = threading.Lock()
+        self._async_pools: dict[asyncio.AbstractEventLoop, AsyncPgPool] = {}
+
+    def shared(self, key: str, factory: Any) -> Any:
+        """The object stored under ``key``, created by ``factory()`` on first use."""
+        found = self.state.get(key)
+        if found is None:
+            with self._state_guard:
+                found = self.state.setdefault(key, factory())
+        return found
+
+    async def call(self, work: Callable[[], T]) -> T:
+        """Run blocking database work for a caller on the event loop: inline on SQLite (a
+        local file, well under a millisecond, and writes are serialised anyway: a worker
+        thread would only add a hop and GIL hand-offs), in a worker thread on PostgreSQL
+        (it waits on the network)."""
+        if self.dialect == "sqlite":
+            return work()
+        return await anyio.to_thread.run_sync(work)
+
+    def async_pool(self) -> AsyncPgPool:
+        """The async connection pool (PostgreSQL) for the running event loop.
+
+        A server runs one loop for its life; test clients start a loop per client. Pools of
+        loops that have closed are closed here, so they do not keep connections open."""
+        loop = asyncio.get_running_loop()
+        pool = self._async_pools.get(loop)
+        if pool is None:
+            for old_loop in [lp for lp in self._async_pools if lp.is_closed()]:
+                self._async_pools.pop(old_loop).close()
+            url = self.engine.url.set(drivername="postgresql")
+            conninfo = url.render_as_string(hide_password=False)
+            pool = self._async_pools[loop] = AsyncPgPool(conninfo, ASYNC_POOL_SIZE, loop)
+        return pool
+
+    def close_async_pools(self) -> None:
+        """Close the async pools on the running loop, or on every loop when called outside
+        one; app shutdown calls it."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        for pool_loop in [lp for lp in self._async_pools if loop is None or lp is loop]:
+            self._async_pools.pop(pool_loop).close()
+
+
+ASYNC_POOL_SIZE = 6
+
+
+def database_of(session: Session) -> Database:
+    """The :class:`Database` a session came from (a bare ``Session(engine)`` gets a new one,
+    which shares nothing: use :attr:`Database.sessions`)."""
+    found = session.info.get(DATABASE_KEY)
+    if found is None:
+        found = session.info[DATABASE_KEY] = Database(session.get_bind())  # type: ignore[arg-type]
+    return found  # type: ignore[no-any-return]
+
+
+def write_lock(session: Session) -> contextlib.AbstractContextManager[Any]:
+    """Hold around a write transaction: serialises SQLite writers (see _SQLiteWriteLock);
+    a no-op on PostgreSQL, where row locks and the compare-and-set do the job."""
+    return database_of(session).write_lock
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded values after commit (routes render after committing)."""
-    return sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
+    """Sessions that keep loaded values after commit (routes render after committing), on a
+    new :class:`Database` for ``engine`` (a process should build one and reuse it)."""
+    return Database(engine).sessions
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -174,128 +254,3 @@ def check_schema_current(engine: Engine) -> None:
         )
 
 
-class AsyncPgPool:
-    """A handful of autocommitted psycopg ``AsyncConnection``s for the async ingest path.
-
-    Why not SQLAlchemy's pool: the hot ingest statement is one autocommitted round trip, and
-    awaiting it on the event loop saves the worker-thread hop and GIL hand-offs a synchronous
-    connection costs per tap (measured in bench/tracker.py). psycopg_pool is not a
-    dependency; this needs no more than a queue. Connections open lazily, at most ``size``.
-
-    An asyncio connection belongs to the loop it was opened on, so a pool serves one loop
-    (see :func:`async_pg_pool`).
-    """
-
-    def __init__(self, conninfo: str, size: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._conninfo = conninfo
-        self._size = size
-        self._opened = 0  # slots handed out; an idle ``None`` is a slot with no connection
-        self._idle: asyncio.Queue[Any] = asyncio.Queue()
-        self._all: set[Any] = set()
-
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Any]:
-        """An open autocommit connection; a broken one is closed on return, not reused."""
-        import psycopg
-
-        try:
-            conn = self._idle.get_nowait()
-        except asyncio.QueueEmpty:
-            if self._opened < self._size:
-                self._opened += 1
-                conn = None
-            else:
-                conn = await self._idle.get()
-        try:
-            if conn is None or conn.closed:
-                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-                self._all.add(conn)
-            yield conn
-        finally:
-            if conn is not None and not _reusable(conn):
-                self.discard(conn)
-                conn = None
-            self._idle.put_nowait(conn)
-
-    def discard(self, conn: Any) -> None:
-        self._all.discard(conn)
-        _close_now(conn)
-
-    def close_idle(self) -> None:
-        """Close the connections nobody is using (after the server went away: they are dead
-        too). Connections in use are left to their users, who find out and return them."""
-        slots = 0
-        while True:
-            try:
-                conn = self._idle.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            if conn is not None:
-                self.discard(conn)
-            slots += 1
-        for _ in range(slots):
-            self._idle.put_nowait(None)
-
-    def close(self) -> None:
-        """Close every connection, in use or not (app shutdown, when no request is left).
-        Safe from any thread or loop: closing does not wait."""
-        for conn in list(self._all):
-            self.discard(conn)
-
-
-def _reusable(conn: Any) -> bool:
-    """Open, healthy and idle: not broken, and no statement left running (a request cancelled
-    while it awaited its answer) that would stand in the next user's way."""
-    from psycopg.pq import TransactionStatus
-
-    return (
-        not conn.closed
-        and not conn.broken
-        and conn.info.transaction_status == TransactionStatus.IDLE
-    )
-
-
-def _close_now(conn: Any) -> None:
-    # AsyncConnection.close() awaits nothing (it only finishes the libpq connection), so
-    # finishing it here is the same and works from outside the connection's own loop.
-    if not conn.closed:
-        conn.pgconn.finish()
-
-
-_ASYNC_POOLS: weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, AsyncPgPool]] = (
-    weakref.WeakKeyDictionary()
-)
-ASYNC_POOL_SIZE = 6
-
-
-def async_pg_pool(engine: Engine) -> AsyncPgPool:
-    """The async connection pool of ``engine`` (PostgreSQL) for the running event loop.
-
-    A server runs one loop for its life; test clients start a loop per client. Pools of
-    loops that have closed are closed here, so they do not keep connections open."""
-    loop = asyncio.get_running_loop()
-    pools = _ASYNC_POOLS.get(engine)
-    if pools is None:
-        pools = _ASYNC_POOLS[engine] = {}
-    pool = pools.get(loop)
-    if pool is None:
-        for old_loop in [lp for lp in pools if lp.is_closed()]:
-            pools.pop(old_loop).close()
-        conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        pool = pools[loop] = AsyncPgPool(conninfo, ASYNC_POOL_SIZE, loop)
-    return pool
-
-
-def close_async_pools(engine: Engine | None = None) -> None:
-    """Close the async pools of ``engine`` (every engine when None) on the running loop, or
-    on every loop when called outside one; app shutdown calls it."""
-    try:
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    engines = [engine] if engine is not None else list(_ASYNC_POOLS)
-    for eng in engines:
-        pools = _ASYNC_POOLS.get(eng, {})
-        for pool_loop in [lp for lp in pools if loop is None or lp is loop]:
-            pools.pop(pool_loop).close()

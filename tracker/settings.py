@@ -30,7 +30,7 @@ class SettingsError(ValueError):
 class TrackerSettings:
     """Everything the tracker process needs to know about its environment.
 
-    ``secret_key`` signs operator session cookies (brief F); it is never logged and ``repr``
+    ``secret_key`` signs operator session cookies; it is never logged and ``repr``
     hides it.
     """
 

@@ -66,21 +66,16 @@ def register(subparsers: Any) -> None:
 
 def _load_or_create(path: Path, uid_arg: str | None) -> tuple[EmulatedCard, bool]:
     from station import cardtools as ct
-    from station.emulator.card import EmulatedCard
-    from station.emulator.state import StateError, load_state, save_state
+    from station.emulator import store
 
     uid = ct.parse_hex(uid_arg, "--uid", 7) if uid_arg is not None else None
-    if path.exists():
-        try:
-            card = EmulatedCard.from_state(load_state(path))
-        except (StateError, OSError) as exc:
-            raise ct.BadInput(f"{path}: {exc}") from None
-        if uid is not None and uid != card.uid:
-            raise ct.BadInput(f"{path} holds card {card.uid.hex().upper()}, not --uid {uid_arg}")
-        return card, False
-    card = EmulatedCard.factory(uid=uid or b"\x04" + os.urandom(6))
-    save_state(path, card.to_state())
-    return card, True
+    try:
+        card, created = store.load_or_create(path, uid)
+    except (store.StateError, OSError) as exc:
+        raise ct.BadInput(f"{path}: {exc}") from None
+    if not created and uid is not None and uid != card.uid:
+        raise ct.BadInput(f"{path} holds card {card.uid.hex().upper()}, not --uid {uid_arg}")
+    return card, created
 
 
 def _is_blank(card: EmulatedCard) -> bool:
@@ -133,7 +128,7 @@ def _tap(card: EmulatedCard) -> str:
 def run_emulate(args: argparse.Namespace) -> int:
     def body() -> int:
         from station import cardtools as ct
-        from station.emulator.state import save_state
+        from station.emulator import store
 
         path = Path(args.state)
         if args.taps < 0:
@@ -143,14 +138,14 @@ def run_emulate(args: argparse.Namespace) -> int:
         if _is_blank(card):
             _provision(card, args)
             provisioned = True
-            save_state(path, card.to_state())
+            store.save(path, card)
         elif args.issuer_key or args.keys_out:
             print(f"{_PROG}: card already provisioned; key options ignored", file=sys.stderr)
         _emit(args, {"event": "card", "uid": card.uid.hex().upper(), "created": created,
                      "provisioned": provisioned, "state": str(path)})
         for n in range(1, args.taps + 1):
             url = _tap(card)
-            save_state(path, card.to_state())  # the counter survives a crash after this line
+            store.save(path, card)  # the counter survives a crash after this line
             _emit(args, {"event": "tap", "tap": n, "url": url,
                          "counter": card.sdm_read_counter()}, text=url)
         return EXIT_OK

@@ -85,23 +85,21 @@ class UrlCard:
 
 def load_or_provision(path: Path, uid: bytes, issuer_key: bytes, base_url: str) -> Any:
     """An emulated card from its state file, or a factory card provisioned as a Bolt Card."""
-    from station.emulator.card import EmulatedCard
-    from station.emulator.state import load_state, save_state
+    from station.emulator import store
     from station.ntag424 import flows
     from station.ntag424.keys import derive_keys
     from station.ntag424.ndef import bolt_card_template
 
-    if path.exists():
-        return EmulatedCard.from_state(load_state(path))
-    card = EmulatedCard.factory(uid)
+    card, created = store.load_or_create(path, uid, save_new=False)
+    if not created:
+        return card
     flows.drive(
         flows.provision_bolt_card(
             bolt_card_template(base_url), lambda u: derive_keys(issuer_key, u, 1), os.urandom
         ),
         card.transceive,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_state(path, card.to_state())
+    store.save(path, card)
     return card
 
 
@@ -228,7 +226,7 @@ class Scheduler:
         return card, path
 
     def run(self) -> None:
-        from station.emulator.state import save_state
+        from station.emulator import store
 
         dwell = min(0.5, self.interval / 2)
         while not self.stop.is_set():
@@ -237,7 +235,7 @@ class Scheduler:
             self.stop.wait(dwell)
             self.reader.remove()
             if path is not None:
-                save_state(path, card.to_state())
+                store.save(path, card)
             self.stop.wait(max(self.interval - dwell, 0.02))
 
 
@@ -248,7 +246,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import logging
     import threading
 
-    from station.daemon import ReaderSlot, build_station, run_station, setup_logging
+    from station.app import build_station, run_station
+    from station.daemon import ReaderSlot, setup_logging
     from station.readers.emulated import EmulatedReader
     from station.settings import KeySettings, Secret, StationSettings, TrackerLink
 
@@ -291,9 +290,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         scheduler = Scheduler(reader, cards, args.interval)
         station = build_station(
             settings, slots=[ReaderSlot("emulated:demo", open=lambda: reader)],
-            max_taps=args.taps, on_tap=scheduler.on_tap,
+            max_taps=args.taps, on_tap=scheduler.on_tap, poll=0.05,
         )
-        station.daemon.poll = 0.05
         feeder = threading.Thread(target=scheduler.run, name="demo-scheduler", daemon=True)
         feeder.start()
         print("station running; Ctrl-C to stop", flush=True)

@@ -51,7 +51,8 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from station.daemon import build_station, run_station, setup_logging
+    from station.app import build_station, run_station
+    from station.daemon import setup_logging
     from station.settings import SettingsError, load_settings
 
     try:
@@ -75,8 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _verifier(args: argparse.Namespace) -> Any:
-    from station.pipeline import StaticKeysVerifier, build_verifier
     from station.settings import KeySettings, Secret
+    from station.tap.verifier import StaticKeysVerifier, build_verifier
 
     if args.k1 or args.k2:
         if not (args.k1 and args.k2):
@@ -105,10 +106,9 @@ def _open_reader(args: argparse.Namespace) -> tuple[Any, Any]:
         reader = EmulatedReader()
         card = None
         if args.card_state is not None:
-            from station.emulator.card import EmulatedCard
-            from station.emulator.state import load_state
+            from station.emulator import store
 
-            card = EmulatedCard.from_state(load_state(args.card_state))
+            card = store.load(args.card_state)
             reader.present(card)
         return reader, card
     from station.readers import registry
@@ -117,8 +117,9 @@ def _open_reader(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    from station.pipeline import TapPipeline, UnsupportedCard
     from station.readers.base import CardRemoved, ReaderError
+    from station.tap.pipeline import TapPipeline
+    from station.tap.result import UnsupportedCard
 
     try:
         verifier = _verifier(args)
@@ -174,9 +175,9 @@ def cmd_read(args: argparse.Namespace) -> int:
         return EXIT_ENVIRONMENT
     finally:
         if card is not None and args.card_state is not None:
-            from station.emulator.state import save_state
+            from station.emulator import store
 
-            save_state(args.card_state, card.to_state())
+            store.save(args.card_state, card)
         reader.close()
     print(json.dumps(out))
     return EXIT_OK if out["valid"] else EXIT_NEGATIVE

@@ -18,13 +18,11 @@ authentication counter), ``native`` (the native command set), ``state``
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
-
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from station.emulator import sdm as card_sdm
 from station.emulator.files import (
@@ -52,6 +50,7 @@ from station.emulator.status import (
     Reject,
     sw_bytes,
 )
+from station.ntag424 import crypto
 
 Rng = Callable[[int], bytes]
 
@@ -65,33 +64,22 @@ TEST_SIGNING_SEED: Final = b"boltcard-station emulated NTAG 424 DNA originality 
 _SECP224R1_ORDER: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFF16A2E0B8F03E13DD29455C5C2A3D
 
 
-def test_signing_key() -> ec.EllipticCurvePrivateKey:
-    """The deterministic secp224r1 key pair every emulated card signs its UID with by default."""
-    digest = hashes.Hash(hashes.SHA256())
-    digest.update(TEST_SIGNING_SEED)
-    scalar = int.from_bytes(digest.finalize(), "big") % (_SECP224R1_ORDER - 1) + 1
-    return ec.derive_private_key(scalar, ec.SECP224R1())
+def test_signing_key() -> int:
+    """The deterministic secp224r1 private scalar every emulated card signs its UID with."""
+    digest = hashlib.sha256(TEST_SIGNING_SEED).digest()
+    return int.from_bytes(digest, "big") % (_SECP224R1_ORDER - 1) + 1
 
 
-def _public_point(key: ec.EllipticCurvePrivateKey) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    return key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+TEST_ORIGINALITY_PUBLIC_KEY: Final = crypto.secp224r1_public_point(test_signing_key())
 
 
-TEST_ORIGINALITY_PUBLIC_KEY: Final = _public_point(test_signing_key())
-
-
-def originality_signature(key: ec.EllipticCurvePrivateKey, uid: bytes) -> bytes:
+def originality_signature(key: int, uid: bytes) -> bytes:
     """56-byte r || s, ECDSA on secp224r1 with the raw UID as the message integer (no hash).
 
     AN12196 §8.2: the 7-byte UID is used directly; left-padding it to the 28-byte digest size
     gives the same integer. Deterministic (RFC 6979), like a signature burnt in at production.
     """
-    prehashed = ec.ECDSA(utils.Prehashed(hashes.SHA224()), deterministic_signing=True)
-    der = key.sign(bytes(28 - len(uid)) + uid, prehashed)
-    r, s = utils.decode_dss_signature(der)
-    return r.to_bytes(28, "big") + s.to_bytes(28, "big")
+    return crypto.ecdsa_secp224r1_sign(key, bytes(28 - len(uid)) + uid)
 
 
 @dataclass(frozen=True)
@@ -112,7 +100,7 @@ class EmulatedCard(NativeCommands):
         self,
         uid: bytes = DEFAULT_UID,
         rng: Rng = os.urandom,
-        signing_key: ec.EllipticCurvePrivateKey | None = None,
+        signing_key: int | None = None,
         *,
         state: CardState | None = None,
     ) -> None:
@@ -140,7 +128,7 @@ class EmulatedCard(NativeCommands):
         cls,
         state: dict[str, Any],
         rng: Rng = os.urandom,
-        signing_key: ec.EllipticCurvePrivateKey | None = None,
+        signing_key: int | None = None,
     ) -> EmulatedCard:
         nvm = CardState.from_dict(state)
         return cls(uid=nvm.uid, rng=rng, signing_key=signing_key, state=nvm)
@@ -153,7 +141,7 @@ class EmulatedCard(NativeCommands):
     @property
     def originality_public_key(self) -> bytes:
         """Uncompressed secp224r1 point that verifies this card's Read_Sig answer."""
-        return _public_point(self._signing_key)
+        return crypto.secp224r1_public_point(self._signing_key)
 
     @property
     def authenticated_key(self) -> int | None:

@@ -21,7 +21,7 @@ Keys never appear in ``repr``/``str`` or in error messages.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -31,10 +31,10 @@ from station.ntag424.errors import InvalidTap, MalformedInput, UsageError
 from station.ntag424.sun import (
     BOLT_CARD_TAG,
     FileReadKey,
-    MetaReadKey,
     SunParams,
     SunResult,
-    finish_verification,
+    decode_bolt_hex,
+    meta_read_decryptor,
 )
 
 __all__ = [
@@ -303,10 +303,10 @@ class StoreMatch:
 class _Group:
     """Cards sharing one K1: the decryptor and UID → (entry, lazily built K2 context)."""
 
-    __slots__ = ("entries", "files", "meta")
+    __slots__ = ("decrypt", "entries", "files")
 
     def __init__(self, k1: bytes) -> None:
-        self.meta = MetaReadKey(k1)
+        self.decrypt = meta_read_decryptor(k1)
         self.entries: dict[bytes, CardEntry] = {}
         self.files: dict[bytes, FileReadKey] = {}
 
@@ -339,7 +339,7 @@ class KeyStore:
                 group = self._groups[entry.keys.k1] = _Group(entry.keys.k1)
             group.entries[entry.uid] = entry
         self._issuer_key: bytes | None = None
-        self._issuer_meta: MetaReadKey | None = None
+        self._issuer_decrypt: Callable[[bytes], bytes] | None = None
         self._issuer_k1 = b""
         self._issuer_version = issuer_version
         self._issuer_files: dict[bytes, tuple[KeySet, FileReadKey]] = {}
@@ -349,8 +349,8 @@ class KeyStore:
                 raise UsageError("the key version is a uint32")
             self._issuer_key = issuer_key
             self._issuer_k1 = issuer_k1(issuer_key)
-            self._issuer_meta = MetaReadKey(self._issuer_k1)
-        if not self._groups and self._issuer_meta is None:
+            self._issuer_decrypt = meta_read_decryptor(self._issuer_k1)
+        if not self._groups and self._issuer_decrypt is None:
             raise UsageError("a key store needs per-card keys or an issuer key")
 
     # -- loading ------------------------------------------------------------------------------
@@ -476,8 +476,8 @@ class KeyStore:
     ) -> Iterable[tuple[bytes, FileReadKey, KeySet, CardEntry | None]]:
         """(PICCData, K2 context, keys, file entry or None for issuer keys) for each K1 that
         decrypts to a Bolt Card tag and a UID known under that K1."""
-        if self._issuer_meta is not None:
-            plain = self._issuer_meta.decrypt_block(picc)
+        if self._issuer_decrypt is not None:
+            plain = self._issuer_decrypt(picc)
             if plain[0] == BOLT_CARD_TAG:
                 uid = plain[1:8]
                 entry = self._by_uid.get(uid)
@@ -485,7 +485,7 @@ class KeyStore:
                     keys, file = self._issuer_file(uid)
                     yield plain, file, keys, None
         for group in self._groups.values():
-            plain = group.meta.decrypt_block(picc)
+            plain = group.decrypt(picc)
             if plain[0] != BOLT_CARD_TAG:
                 continue
             entry = group.entries.get(plain[1:8])
@@ -496,12 +496,12 @@ class KeyStore:
         """Verify a Bolt Card SUN message (tag C7, any MAC input); raise :class:`InvalidTap`.
 
         Reasons: ``"unknown card"`` (:class:`UnknownCard`: no K1 yields a known UID),
-        ``"cmac mismatch"``, or those of :func:`~station.ntag424.sun.finish_verification`.
+        ``"cmac mismatch"``, or those of :meth:`~station.ntag424.sun.FileReadKey.check`.
         """
         failure: InvalidTap | None = None
         for plain, file, keys, entry in self._candidates(params.picc_enc_data):
             try:
-                result = finish_verification(file, plain, params)
+                result = file.check(plain, params)
             except InvalidTap as exc:
                 failure = failure or exc
                 continue
@@ -514,16 +514,11 @@ class KeyStore:
         raise failure or UnknownCard()
 
     def verify_bolt_hex(self, p_hex: str, c_hex: str) -> tuple[bytes, int]:
-        """Bolt Card fast path: hex ``p``/``c`` in, (UID, counter) out."""
-        if len(p_hex) != 32 or len(c_hex) != 16:
-            raise MalformedInput("p must be 32 hex digits and c 16 hex digits")
-        try:
-            p = bytes.fromhex(p_hex)
-            c = bytes.fromhex(c_hex)
-        except (ValueError, TypeError):
-            raise MalformedInput("p and c must be hexadecimal") from None
-        if len(p) != 16 or len(c) != 8:
-            raise MalformedInput("p and c must be hexadecimal")
+        """:meth:`verify`'s shortcut for the Bolt Card shape: hex ``p``/``c`` in, (UID,
+        counter) out, through the same lookup and the same K2 check as
+        :attr:`SunVerifier.verify_bolt_hex <station.ntag424.sun.SunVerifier.verify_bolt_hex>`.
+        """
+        p, c = decode_bolt_hex(p_hex, c_hex)
         failure: InvalidTap | None = None
         for plain, file, _keys, _entry in self._candidates(p):
             try:

@@ -2,9 +2,9 @@
 
 The card signs its 7-byte UID once, in NXP's factory, with ECDSA over secp224r1; Read_Sig returns
 the 56-byte ``r || s``. NXP hashes nothing: the raw UID *is* the message representative e
-(AN12196 §8.2 Table 30 "ECDSA ... without hash"). ``cryptography`` only verifies pre-hashed
-input of a hash's size, so the UID is left-padded with zeros to 28 bytes (SHA-224 size) —
-which leaves the integer e unchanged, since ECDSA reads it big-endian.
+(AN12196 §8.2 Table 30 "ECDSA ... without hash"), left-padded with zeros to 28 bytes — which
+leaves the integer e unchanged, since ECDSA reads it big-endian. The ECDSA itself is
+:func:`station.ntag424.crypto.ecdsa_secp224r1_verify`.
 
 A valid signature proves the chip is genuine, not that the card is the one you issued: it is
 static, so a copy of UID + signature replays. SUN (keys) proves the rest.
@@ -14,15 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    Prehashed,
-    decode_dss_signature,
-    encode_dss_signature,
-)
-
+from station.ntag424 import crypto
 from station.ntag424.errors import UsageError
 
 NXP_NTAG424_PUBLIC_KEY: Final = bytes.fromhex(
@@ -34,7 +26,7 @@ NXP_NTAG424_PUBLIC_KEY: Final = bytes.fromhex(
 Published in AN12196 Rev 1.8 §8.2 Table 30 and listed for "NTAG424DNA" among the originality
 keys of the Proxmark3 client (``client/src/cmdhfmfdes.c``)."""
 
-SCALAR_LEN: Final = 28
+SCALAR_LEN: Final = crypto.SECP224R1_SCALAR_LEN
 SIGNATURE_LEN: Final = 2 * SCALAR_LEN
 
 
@@ -44,43 +36,33 @@ def _message(uid: bytes) -> bytes:
     return bytes(SCALAR_LEN - len(uid)) + uid
 
 
-def load_public_key(sec1_point: bytes) -> ec.EllipticCurvePublicKey:
-    """A secp224r1 public key from its SEC1 encoding (04 || X || Y, or compressed)."""
+def load_public_key(sec1_point: bytes) -> bytes:
+    """``sec1_point`` checked to be a secp224r1 point (04 || X || Y, or compressed)."""
     try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP224R1(), sec1_point)
+        crypto.check_secp224r1_point(bytes(sec1_point))
     except ValueError as exc:
         raise UsageError("not a secp224r1 public key point") from exc
+    return bytes(sec1_point)
 
 
 def verify_originality(
-    uid: bytes,
-    signature: bytes,
-    public_key: bytes | ec.EllipticCurvePublicKey = NXP_NTAG424_PUBLIC_KEY,
+    uid: bytes, signature: bytes, public_key: bytes = NXP_NTAG424_PUBLIC_KEY
 ) -> bool:
     """``True`` when ``signature`` (r || s, 56 bytes) signs ``uid`` under ``public_key``.
 
-    Pass a test key (bytes or a loaded key) to check an emulated card's signature.
+    Pass a test key (a SEC1 point) to check an emulated card's signature; a key that is not
+    a secp224r1 point raises :class:`UsageError`.
     """
+    message = _message(uid)
+    point = load_public_key(public_key)
     if len(signature) != SIGNATURE_LEN:
         return False
-    key = load_public_key(public_key) if isinstance(public_key, bytes) else public_key
-    if not isinstance(key.curve, ec.SECP224R1):
-        raise UsageError("NTAG 424 DNA originality signatures use secp224r1")
-    r = int.from_bytes(signature[:SCALAR_LEN], "big")
-    s = int.from_bytes(signature[SCALAR_LEN:], "big")
-    if r == 0 or s == 0:
-        return False
-    try:
-        key.verify(encode_dss_signature(r, s), _message(uid), ec.ECDSA(Prehashed(hashes.SHA224())))
-    except InvalidSignature:
-        return False
-    return True
+    return crypto.ecdsa_secp224r1_verify(point, message, signature)
 
 
-def sign_originality(private_key: ec.EllipticCurvePrivateKey, uid: bytes) -> bytes:
+def sign_originality(private_scalar: int, uid: bytes) -> bytes:
     """Sign ``uid`` as NXP's factory does (for emulated cards and tests): r || s, 56 bytes."""
-    if not isinstance(private_key.curve, ec.SECP224R1):
-        raise UsageError("NTAG 424 DNA originality signatures use secp224r1")
-    der = private_key.sign(_message(uid), ec.ECDSA(Prehashed(hashes.SHA224())))
-    r, s = decode_dss_signature(der)
-    return r.to_bytes(SCALAR_LEN, "big") + s.to_bytes(SCALAR_LEN, "big")
+    try:
+        return crypto.ecdsa_secp224r1_sign(private_scalar, _message(uid))
+    except ValueError as exc:  # a scalar outside 1..n-1
+        raise UsageError("not a secp224r1 private key") from exc

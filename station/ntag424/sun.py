@@ -8,8 +8,13 @@ This module turns that text into a verified (UID, counter) or refuses it:
    :class:`MalformedInput` and nothing else.
 2. :func:`verify_sun_reference` — the plain, obviously-correct verifier, written straight from
    AN12196 §4.3-§4.4 with the primitives of :mod:`station.ntag424.crypto`.
-3. :class:`SunVerifier` — the same checks bound to one (K1, K2) pair with cached cipher
-   contexts, for the station's hot loop (a Bolt Card ``p``/``c`` pair in ~2 µs).
+3. :class:`SunVerifier` — the fast verifier: the same checks bound to one (K1, K2) pair with
+   cached cipher contexts, for the station's hot loop (a Bolt Card ``p``/``c`` pair in ~2 µs).
+   Its K2 half, :class:`FileReadKey`, is what :class:`~station.ntag424.keys.KeyStore` uses
+   once a K1 has found the card: there is no third verifier.
+
+Both verifiers get every AES, CMAC and subkey from :mod:`station.ntag424.crypto`, the only
+module that touches ``cryptography.hazmat``.
 
 The MAC is always compared (in constant time) before UID or counter leave this module, the way
 Fernet checks its MAC before decrypting. Failures raise :class:`InvalidTap`, whose ``str()`` is
@@ -27,23 +32,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.cmac import CMAC
-
 from station.ntag424 import crypto
 from station.ntag424.errors import InvalidTap, MalformedInput, UsageError
 
 __all__ = [
     "BOLT_CARD_TAG",
+    "BoltCheck",
     "FileReadKey",
-    "MetaReadKey",
     "SunParams",
     "SunResult",
     "SunVerifier",
     "build_sun_url",
-    "cmac_subkeys",
     "compute_sun",
-    "finish_verification",
+    "decode_bolt_hex",
+    "meta_read_decryptor",
     "parse_sun_url",
     "sdm_session_keys",
     "split_bolt_url",
@@ -72,15 +74,12 @@ _MAC_NAMES: Final = ("cmac", "c")
 _KNOWN_NAMES: Final = frozenset((*_PICC_NAMES, _ENC_NAME, *_MAC_NAMES))
 _HEX_RE: Final = re.compile(r"[0-9A-Fa-f]*")
 
-_R128: Final = 0x87  # GF(2^128) reduction constant of SP 800-38B
-_MASK128: Final = (1 << 128) - 1
 _ZERO_BLOCK: Final = bytes(16)
 
 # Hot-loop aliases (a global lookup instead of a global plus an attribute lookup).
 _fromhex: Final = bytes.fromhex
 _from_bytes: Final = int.from_bytes
 _compare: Final = hmac.compare_digest
-_CMAC: Final = CMAC
 _SV_HEADER: Final = b"\x00\x01\x00\x80"
 
 
@@ -312,168 +311,153 @@ def _authentic_result(
 
 
 # ---------------------------------------------------------------------------------------------
-# Fast path
+# Fast path: the same checks with every key-only step done once
 
 
-def _dbl(value: int) -> int:
-    """Multiply by x in GF(2^128) (SP 800-38B subkey step); not AES, just a shift and xor."""
-    value <<= 1
-    if value >> 128:
-        value = (value & _MASK128) ^ _R128
-    return value
+def decode_bolt_hex(p_hex: str, c_hex: str) -> tuple[bytes, bytes]:
+    """(p, c) bytes from the hex text of a Bolt Card tap; :class:`MalformedInput` otherwise."""
+    if len(p_hex) != 32 or len(c_hex) != 16:
+        raise MalformedInput("p must be 32 hex digits and c 16 hex digits")
+    try:
+        p = _fromhex(p_hex)
+        c = _fromhex(c_hex)
+    except (ValueError, TypeError):
+        raise MalformedInput("p and c must be hexadecimal") from None
+    # fromhex skips whitespace: a shorter result means the text was not all hex digits
+    # (and a short block must never reach a cached ECB context, which would buffer it).
+    if len(p) != 16 or len(c) != 8:
+        raise MalformedInput("p and c must be hexadecimal")
+    return p, c
 
 
-def cmac_subkeys(key: bytes) -> tuple[bytes, bytes, bytes]:
-    """(L, K1, K2) of AES-CMAC under ``key`` (SP 800-38B §6.1), for precomputation and tests."""
-    _check_key("the CMAC key", key)
-    ell = crypto.aes_ecb_encrypt(key, _ZERO_BLOCK)
-    k1 = _dbl(int.from_bytes(ell, "big"))
-    k2 = _dbl(k1)
-    return ell, k1.to_bytes(16, "big"), k2.to_bytes(16, "big")
+BoltCheck = Callable[[bytes, bytes], tuple[bytes, int]]
+"""Decrypted PICCData and the 8-byte ``c`` in, verified (UID, counter) out."""
 
 
-class MetaReadKey:
-    """K1 (SDM meta read key) with a cached ECB decryptor: one block = CBC with IV 0.
+def _bolt_check(encrypt_block: Callable[[bytes], bytes], sub1: int) -> BoltCheck:
+    """The one Bolt Card check after PICCData decryption (tag C7, empty MAC input).
 
-    ``decrypt_block`` must only ever get exactly 16 bytes: the context is reused, and a short
-    input would be buffered into the next call.
+    SV2 = 3CC3 0001 0080 || UID || ctrLE is PICCData[1:11] behind a fixed header, so
+    (PICCData >> 40) holds tag || UID || ctr; header, tag and K2's CMAC subkey fold into one
+    xor, and ``CMAC(K2, SV2) = E(K2, SV2 xor K2sub1)`` is one block on a cached encryptor.
+    Built as a closure: at ~2 µs a tap, attribute and global lookups are a visible share.
     """
+    cmac_empty, _ = crypto.fresh_key_cmacs()
+    header = int.from_bytes(crypto.SV_SDM_MAC + _SV_HEADER, "big")
+    sv_xor = ((header ^ BOLT_CARD_TAG) << 80) ^ sub1
+    from_bytes, compare = _from_bytes, _compare
 
-    __slots__ = ("decrypt_block",)
+    def check_bolt(plain: bytes, c: bytes) -> tuple[bytes, int]:
+        if plain[0] != 0xC7:  # BOLT_CARD_TAG
+            raise InvalidTap("bad picc data tag")
+        ses_mac = encrypt_block(((from_bytes(plain) >> 40) ^ sv_xor).to_bytes(16))
+        if not compare(cmac_empty(ses_mac)[1::2], c):
+            raise InvalidTap("cmac mismatch")
+        return plain[1:8], from_bytes(plain[8:11], "little")
 
-    def __init__(self, k_meta: bytes) -> None:
-        _check_key("the SDM meta read key (K1)", k_meta)
-        self.decrypt_block: Callable[[bytes], bytes] = (
-            Cipher(algorithms.AES(bytes(k_meta)), modes.ECB()).decryptor().update
-        )
+    return check_bolt
 
 
 class FileReadKey:
-    """K2 (SDM file read key) with what every tap needs precomputed.
+    """K2 (SDM file read key) with what every tap needs precomputed: the K2 half of
+    :class:`SunVerifier`, also used by the key store once a K1 has found the card.
 
-    SV1/SV2 are always exactly one block, so ``CMAC(K2, SV) = E(K2, SV xor K2sub1)``: one
-    block on a cached encryptor instead of a CMAC object. The session MAC key changes per tap;
-    the cheapest fresh-key AES that ``cryptography`` offers here is one CMAC object, built on
-    an ``AES128`` holder whose ``key`` is replaced per tap (CMAC copies the key when built).
+    SV1/SV2 are always exactly one block, so ``CMAC(K2, SV) = E(K2, SV xor K2sub1)``. Not
+    thread-safe (cached contexts).
     """
 
-    __slots__ = ("encrypt_block", "holder", "sub1")
+    __slots__ = ("_cmac_of", "_encrypt_block", "_sub1", "check_bolt")
 
     def __init__(self, k_file: bytes) -> None:
         _check_key("the SDM file read key (K2)", k_file)
-        key = bytes(k_file)
-        self.encrypt_block: Callable[[bytes], bytes] = (
-            Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
-        )
-        self.sub1 = _dbl(int.from_bytes(self.encrypt_block(_ZERO_BLOCK), "big"))
-        self.holder = algorithms.AES128(key)
+        self._encrypt_block = crypto.ecb_block_encryptor(k_file)
+        self._sub1 = crypto.gf128_double(int.from_bytes(self._encrypt_block(_ZERO_BLOCK), "big"))
+        _, self._cmac_of = crypto.fresh_key_cmacs()
+        self.check_bolt: BoltCheck = _bolt_check(self._encrypt_block, self._sub1)
+        """Bolt Card check of decrypted PICCData (see :func:`_bolt_check`)."""
 
-    def session_key(self, sv: int) -> bytes:
+    def _session_key(self, sv: int) -> bytes:
         """CMAC(K2, SV) for a 16-byte SV given as an integer."""
-        return self.encrypt_block((sv ^ self.sub1).to_bytes(16, "big"))
+        return self._encrypt_block((sv ^ self._sub1).to_bytes(16, "big"))
 
     def session_keys(self, uid: bytes | None, ctr_le: bytes | None) -> tuple[bytes, bytes]:
+        """(KSesSDMFileReadENC, KSesSDMFileReadMAC); equal to :func:`sdm_session_keys`."""
         mirrored = (uid or b"") + (ctr_le or b"")
         tail = mirrored + bytes(10 - len(mirrored))
-        enc = self.session_key(int.from_bytes(crypto.SV_SDM_ENC + _SV_HEADER + tail, "big"))
-        mac = self.session_key(int.from_bytes(crypto.SV_SDM_MAC + _SV_HEADER + tail, "big"))
+        enc = self._session_key(int.from_bytes(crypto.SV_SDM_ENC + _SV_HEADER + tail, "big"))
+        mac = self._session_key(int.from_bytes(crypto.SV_SDM_MAC + _SV_HEADER + tail, "big"))
         return enc, mac
 
-    def check_bolt(self, plain: bytes, c: bytes) -> tuple[bytes, int]:
-        """Finish a Bolt Card check from decrypted PICCData whose tag is already C7."""
-        holder = self.holder
-        header = int.from_bytes(crypto.SV_SDM_MAC + _SV_HEADER + plain[1:11], "big")
-        holder.key = self.session_key(header)
-        if not _compare(_CMAC(holder).finalize()[1::2], c):
+    def check(self, plain: bytes, params: SunParams) -> SunResult:
+        """Any AES-mode SUN message from decrypted PICCData (same answers as the reference)."""
+        tag, uid, ctr_le = split_picc_data(plain)
+        ses_enc, ses_mac = self.session_keys(uid, ctr_le)
+        expected = self._cmac_of(ses_mac, params.mac_input)[1::2]
+        if not hmac.compare_digest(expected, params.sdmmac):
             raise InvalidTap("cmac mismatch")
-        return plain[1:8], int.from_bytes(plain[8:11], "little")
+        return _authentic_result(tag, uid, ctr_le, ses_enc, params)
 
-    def full_cmac(self, key: bytes, message: bytes) -> bytes:
-        holder = self.holder
-        holder.key = key
-        c = CMAC(holder)
-        if message:
-            c.update(message)
-        return c.finalize()
+
+def meta_read_decryptor(k_meta: bytes) -> Callable[[bytes], bytes]:
+    """K1 (SDM meta read key) as a cached one-block decryptor: PICCData is one block, CBC
+    with a zero IV, i.e. ECB. Feed it exactly 16 bytes (:class:`SunParams` ensures it)."""
+    _check_key("the SDM meta read key (K1)", k_meta)
+    return crypto.ecb_block_decryptor(k_meta)
 
 
 class SunVerifier:
-    """SUN verification bound to one (K1, K2) pair, with every key-only step done once.
+    """The fast verifier: SUN verification bound to one (K1, K2) pair, key-only steps done once.
 
-    A Bolt Card tap costs: two hex decodes, one block under K1 (PICCData), one block under K2
-    (session key), one CMAC object under the session key, one constant-time compare. Not
-    thread-safe (the cached contexts are shared): give each thread its own verifier.
+    Two doors onto the same checks: :meth:`verify` takes any parsed SUN message and answers
+    like :func:`verify_sun_reference`; :attr:`verify_bolt_hex` is the hot loop's shortcut for
+    the Bolt Card shape (hex ``p``/``c`` in, (UID, counter) out). A Bolt Card tap costs two hex
+    decodes, one block under K1, one block under K2, one CMAC object under the session key and
+    one constant-time compare. Not thread-safe (the cached contexts are shared): give each
+    thread its own verifier.
     """
 
-    __slots__ = ("_dec", "_enc", "_file", "_holder", "_sv_xor")
+    __slots__ = ("_decrypt", "_file", "verify_bolt_hex")
 
     def __init__(self, k_meta: bytes, k_file: bytes) -> None:
-        meta, file = MetaReadKey(k_meta), FileReadKey(k_file)
+        decrypt = meta_read_decryptor(k_meta)
+        file = FileReadKey(k_file)
+        self._decrypt = decrypt
         self._file = file
-        # Hot-loop attributes, one lookup each.
-        self._dec = meta.decrypt_block
-        self._enc = file.encrypt_block
-        self._holder = file.holder
-        # SV2 = 3CC3 0001 0080 || UID || ctrLE is PICCData[1:11] behind a fixed header, so
-        # (PICCData >> 40) holds tag || UID || ctr; fold header, tag and K2sub1 into one xor.
-        header = int.from_bytes(crypto.SV_SDM_MAC + _SV_HEADER, "big")
-        self._sv_xor = ((header ^ BOLT_CARD_TAG) << 80) ^ file.sub1
-
-    def verify_bolt(self, p: bytes, c: bytes) -> tuple[bytes, int]:
-        """Verify a Bolt Card tap (PICCDataTag C7, empty MAC input); return (UID, counter)."""
-        if len(p) != _PICC_LEN or len(c) != _MAC_LEN:
-            raise MalformedInput("p must be 16 bytes and c 8 bytes")
-        plain = self._dec(p)
-        if plain[0] != BOLT_CARD_TAG:
-            raise InvalidTap("bad picc data tag")
-        holder = self._holder
-        holder.key = self._enc(
-            ((int.from_bytes(plain, "big") >> 40) ^ self._sv_xor).to_bytes(16, "big")
+        self.verify_bolt_hex: Callable[[str, str], tuple[bytes, int]] = _bolt_hex(
+            decrypt, file.check_bolt
         )
-        if not hmac.compare_digest(CMAC(holder).finalize()[1::2], c):
-            raise InvalidTap("cmac mismatch")
-        return plain[1:8], int.from_bytes(plain[8:11], "little")
-
-    def verify_bolt_hex(self, p_hex: str, c_hex: str) -> tuple[bytes, int]:
-        """:meth:`verify_bolt` from the hex text of ``p`` and ``c``: the hot loop's entry.
-
-        The same steps as :meth:`verify_bolt`, inlined with module-level aliases: at ~2 µs a
-        tap, a method call or an attribute lookup is a visible share of the budget.
-        """
-        if len(p_hex) != 32 or len(c_hex) != 16:
-            raise MalformedInput("p must be 32 hex digits and c 16 hex digits")
-        try:
-            p = _fromhex(p_hex)
-            c = _fromhex(c_hex)
-        except (ValueError, TypeError):
-            raise MalformedInput("p and c must be hexadecimal") from None
-        # fromhex skips whitespace: a shorter result means the text was not all hex digits
-        # (and a short block must never reach the cached ECB context, which would buffer it).
-        if len(p) != 16 or len(c) != 8:
-            raise MalformedInput("p and c must be hexadecimal")
-        plain = self._dec(p)
-        if plain[0] != 0xC7:
-            raise InvalidTap("bad picc data tag")
-        holder = self._holder
-        holder.key = self._enc(((_from_bytes(plain) >> 40) ^ self._sv_xor).to_bytes(16))
-        if not _compare(_CMAC(holder).finalize()[1::2], c):
-            raise InvalidTap("cmac mismatch")
-        return plain[1:8], _from_bytes(plain[8:11], "little")
+        """Verify a Bolt Card tap from the hex text of ``p`` and ``c``: (UID, counter) out;
+        :class:`MalformedInput` for text that is not 32 + 16 hex digits, :class:`InvalidTap`
+        for a tap that does not verify."""
 
     def verify(self, params: SunParams) -> SunResult:
         """Verify any AES-mode SUN message (same answers as :func:`verify_sun_reference`)."""
-        return finish_verification(self._file, self._dec(params.picc_enc_data), params)
+        return self._file.check(self._decrypt(params.picc_enc_data), params)
 
 
-def finish_verification(file: FileReadKey, plain: bytes, params: SunParams) -> SunResult:
-    """Everything after PICCData decryption, shared by :class:`SunVerifier` and key stores."""
-    tag, uid, ctr_le = split_picc_data(plain)
-    ses_enc, ses_mac = file.session_keys(uid, ctr_le)
-    expected = file.full_cmac(ses_mac, params.mac_input)[1::2]
-    if not hmac.compare_digest(expected, params.sdmmac):
-        raise InvalidTap("cmac mismatch")
-    return _authentic_result(tag, uid, ctr_le, ses_enc, params)
+def _bolt_hex(
+    decrypt: Callable[[bytes], bytes], check_bolt: BoltCheck
+) -> Callable[[str, str], tuple[bytes, int]]:
+    """:func:`decode_bolt_hex`, K1 and :func:`_bolt_check` as one closure for the hot loop.
 
+    The decode is :func:`decode_bolt_hex` written out (a call is ~2 % of a tap, measured);
+    the crypto is not copied: ``check_bolt`` is the key store's check too.
+    """
+    fromhex = _fromhex
+
+    def verify_bolt_hex(p_hex: str, c_hex: str) -> tuple[bytes, int]:
+        if len(p_hex) != 32 or len(c_hex) != 16:
+            raise MalformedInput("p must be 32 hex digits and c 16 hex digits")
+        try:
+            p = fromhex(p_hex)
+            c = fromhex(c_hex)
+        except (ValueError, TypeError):
+            raise MalformedInput("p and c must be hexadecimal") from None
+        if len(p) != 16 or len(c) != 8:
+            raise MalformedInput("p and c must be hexadecimal")
+        return check_bolt(decrypt(p), c)
+
+    return verify_bolt_hex
 
 # ---------------------------------------------------------------------------------------------
 # Computing SUN messages (what the card does), for tests and the demo

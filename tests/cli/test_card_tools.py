@@ -8,11 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from station_cli import run_station
 
 from station.cli import main
 from station.emulator.card import TEST_ORIGINALITY_PUBLIC_KEY, EmulatedCard
 from station.emulator.state import save_state
+
+from .station_cli import run_station
 
 # boltcard/boltcard docs/DETERMINISTIC.md "Test vectors"
 ISSUER = "00000000000000000000000000000001"

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from published import VECTORS
-from station_cli import run_station
+
+from .station_cli import run_station
 
 REPO = Path(__file__).resolve().parents[2]
 VECTOR: dict[str, Any] = next(v for v in VECTORS if v["kind"] == "deterministic_keys")

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from station_cli import run_station
+
+from .station_cli import run_station
 
 REPO = Path(__file__).resolve().parents[2]
 ISSUER = bytes.fromhex("00112233445566778899aabbccddeeff")

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from station_cli import run_station
 
 from station.ntag424.keys import derive_keys
 from station.ntag424.sun import build_sun_url, compute_sun
+
+from .station_cli import run_station
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,7 +84,8 @@ def test_bad_input_exit_2_one_line(args: list[str], stdin: str) -> None:
     assert proc.returncode == 2
     no_traceback(proc)
     lines = proc.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 or lines[0].startswith("usage:")
+    assert len(lines) == 1, lines  # one error line, no usage block, no traceback
+    assert lines[0].startswith(("station sun verify: error: ", "station: error: ")), lines
     assert "zz" * 16 not in proc.stderr.decode()
 
 

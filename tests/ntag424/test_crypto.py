@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from published import VECTORS
 
 from station.ntag424 import crypto
-from station.ntag424.sun import cmac_subkeys, sdm_session_keys
+from station.ntag424.crypto import cmac_subkeys
+from station.ntag424.sun import sdm_session_keys
 
 
 def of_kind(kind: str) -> list[Any]:

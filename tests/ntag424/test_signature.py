@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    Prehashed,
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from published import VECTORS
 
 from station.ntag424.errors import UsageError
@@ -19,6 +23,13 @@ from station.ntag424.signature import (
 T30 = next(v for v in VECTORS if v["id"] == "an12196-t30-originality-signature")["inputs"]
 UID = bytes.fromhex(T30["uid"])
 SIG = bytes.fromhex(T30["signature_r_s"])
+
+
+def point_of(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The uncompressed SEC1 point of ``key``'s public half, as the API takes keys."""
+    return key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
 
 
 def test_nxp_key_is_the_published_one() -> None:
@@ -46,7 +57,7 @@ def test_hashing_the_uid_is_not_what_nxp_does() -> None:
     der = key.sign(UID, ec.ECDSA(hashes.SHA224()))
     r, s = decode_dss_signature(der)
     hashed_sig = r.to_bytes(28, "big") + s.to_bytes(28, "big")
-    assert not verify_originality(UID, hashed_sig, key.public_key())
+    assert not verify_originality(UID, hashed_sig, point_of(key))
 
 
 def test_wrong_lengths_and_zero_scalars_fail() -> None:
@@ -57,13 +68,14 @@ def test_wrong_lengths_and_zero_scalars_fail() -> None:
 def test_test_key_pair_round_trip() -> None:
     key = ec.generate_private_key(ec.SECP224R1())
     uid = bytes.fromhex("04A39493CC8680")
-    sig = sign_originality(key, uid)
+    sig = sign_originality(key.private_numbers().private_value, uid)
     assert len(sig) == 56
-    assert verify_originality(uid, sig, key.public_key())
-    point = key.public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
+    point = point_of(key)
     assert verify_originality(uid, sig, point)
+    # cryptography itself, independent of our wrapper, accepts the signature
+    r, s = int.from_bytes(sig[:28], "big"), int.from_bytes(sig[28:], "big")
+    prehashed = ec.ECDSA(Prehashed(hashes.SHA224()))
+    key.public_key().verify(encode_dss_signature(r, s), bytes(21) + uid, prehashed)
     assert not verify_originality(uid, sig)  # not NXP's key
 
 
@@ -71,4 +83,4 @@ def test_bad_keys_are_usage_errors() -> None:
     with pytest.raises(UsageError):
         load_public_key(b"\x04" + bytes(56))
     with pytest.raises(UsageError):
-        verify_originality(UID, SIG, ec.generate_private_key(ec.SECP256R1()).public_key())
+        verify_originality(UID, SIG, point_of(ec.generate_private_key(ec.SECP256R1())))

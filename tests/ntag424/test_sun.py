@@ -210,7 +210,7 @@ def test_partial_mirroring_uses_only_mirrored_fields() -> None:
         with pytest.raises(InvalidTap):
             result.identity()
     with pytest.raises(InvalidTap) as err:
-        SunVerifier(k1, k2).verify_bolt(p, c)
+        SunVerifier(k1, k2).verify_bolt_hex(p.hex(), c.hex())
     assert err.value.reason == "bad picc data tag"
 
 
@@ -345,7 +345,7 @@ def test_compute_then_verify_round_trip(
     assert split_bolt_url(url) is not None
     fast = SunVerifier(k1, k2)
     assert fast.verify_bolt_hex(*url.split("?p=")[1].split("&c=")) == (uid, counter)
-    assert fast.verify_bolt(params.picc_enc_data, params.sdmmac) == (uid, counter)
+    assert fast.verify_bolt_hex(params.picc_enc_data.hex(), params.sdmmac.hex()) == (uid, counter)
     ref = verify_sun_reference(parsed, k1, k2)
     assert (ref.uid, ref.counter, ref.enc_file_data) == (uid, counter, None)
     assert fast.verify(parsed) == ref
@@ -403,7 +403,7 @@ def test_fast_equals_reference_on_near_misses(
         key2 = bytes([k2[0] ^ 1]) + k2[1:]
     fast = SunVerifier(k1, key2)
     ref = outcome(verify_sun_reference, SunParams(bytes(p), bytes(c)), k1, key2)
-    bolt = outcome(fast.verify_bolt, bytes(p), bytes(c))
+    bolt = outcome(fast.verify_bolt_hex, p.hex(), c.hex())
     if ref[0] == "ok":
         assert bolt == ("ok", (ref[1].uid, ref[1].counter))
     else:

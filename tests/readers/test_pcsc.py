@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pcscd_harness import Pcscd
 
 from station.emulator.bridges.vpcd import VpcdBridge
 from station.readers.base import CardLink, CardRemoved, Reader, ReaderUnavailable
 from station.readers.pcsc import PcscReader, list_reader_names
 
 from .fakes import NDEF_AID, StubCard
-from .pcscd_harness import Pcscd
 
 pytestmark = pytest.mark.pcsc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pcscd_harness import Pcscd
 
 from station.cli import EXIT_ENVIRONMENT, EXIT_OK, main
 from station.readers import registry
@@ -12,8 +13,6 @@ from station.readers.base import ReaderUnavailable
 from station.readers.emulated import EmulatedReader
 from station.readers.nfcpy_reader import NfcpyReader
 from station.readers.pcsc import PcscReader
-
-from .pcscd_harness import Pcscd
 
 
 def test_emulated_backend_opens_without_hardware() -> None:

@@ -1,4 +1,4 @@
-"""Fixtures for the tracker tests, shared with the web-view tests (brief F).
+"""Fixtures for the tracker tests, shared with the web-view tests.
 
 ``db_url`` runs each test on SQLite (a temp file) and on PostgreSQL (a throwaway database
 ``tracker_test_<random>`` on 127.0.0.1:5432, dropped afterwards; ``require("postgres", …)``

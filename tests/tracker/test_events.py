@@ -169,7 +169,7 @@ def test_postgres_notifications_fire_on_commit_only(engine: Engine, db_url: str)
 
 @POSTGRES_ONLY
 def test_oversized_payloads_are_cut_to_their_ids(engine: Engine) -> None:
-    body = events._encode("tap", {"id": 9, "reason": "x" * 20_000})
+    body = events.encode("tap", {"id": 9, "reason": "x" * 20_000})
     assert json.loads(body) == {"topic": "tap", "data": {"id": 9}}
 
 
@@ -400,9 +400,9 @@ def test_idle_streams_get_heartbeat_comments(
     settings: Any, engine: Engine, admin_user: Operator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Proxies close idle connections; a comment line every so often keeps the stream open."""
-    from tracker.web.routes import pages
+    from tracker.web.routes.pages import live
 
-    monkeypatch.setattr(pages, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.05)
     with running_server(settings, engine) as base:
         operator = _sign_in(base, admin_user)
         with operator.stream("GET", "/events") as answer:
@@ -417,7 +417,7 @@ def test_idle_streams_get_heartbeat_comments(
 def test_after_a_long_pause_only_the_newest_rows_are_replayed(
     engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(events, "MAX_BACKLOG", 3)
+    monkeypatch.setattr(events.watcher, "MAX_BACKLOG", 3)
     watcher = events.Watcher(events.EventHub(), engine, database_url=db_url)
     watcher.poll_once()
     with make_sessionmaker(engine)() as s:

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from tracker_testlib import count_rows, make_station, make_tap
 
 from tracker import events
-from tracker.db import AsyncPgPool, close_async_pools
+from tracker.db import AsyncPgPool
 from tracker.web.app import create_app
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
@@ -61,7 +61,7 @@ def test_racing_stations_on_one_loop_store_each_counter_once_and_notify_once(
                 )
                 codes = sorted(a.status_code for a in answers)
                 results.append((counter, codes, [a.json() for a in answers]))
-        close_async_pools(engine)
+        app.state.database.close_async_pools()
         return results
 
     with psycopg.connect(_conninfo(engine), autocommit=True) as listener:

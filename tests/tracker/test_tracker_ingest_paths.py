@@ -99,7 +99,7 @@ def test_rotated_token_stops_working_at_once(
     client: TestClient, station: StationCredentials, engine: Engine
 ) -> None:
     assert _post(client, station, make_tap(UID, 1)).status_code == 201  # now cached
-    with make_sessionmaker(engine)() as s:
+    with client.app.state.sessionmaker() as s:  # type: ignore[attr-defined]  # rotated here
         new_token = station_service.rotate_token(s, name=station.name)
     assert _post(client, station, make_tap(UID, 2)).status_code == 401
     fresh = StationCredentials(name=station.name, token=new_token)

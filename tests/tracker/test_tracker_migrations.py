@@ -21,6 +21,8 @@ TABLES = {
     "tap_daily_count",
     "payout",
     "payout_state_change",
+    "claim",
+    "claim_state_change",
     "user_account",
 }
 

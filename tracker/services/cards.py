@@ -8,8 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
-from tracker import events
 from tracker.db import write_lock
+from tracker.events.notify import notify
 from tracker.models import (
     Card,
     CardDetail,
@@ -163,7 +163,9 @@ def card_detail(session: Session, *, uid: str) -> CardDetail:
     counters = (
         session.execute(
             sa.select(col(Tap.counter)).where(
-                col(Tap.card_pk) == card.id, col(Tap.outcome) == TapOutcome.accepted.value
+                col(Tap.card_pk) == card.id,
+                col(Tap.outcome) == TapOutcome.accepted.value,
+                col(Tap.verified).is_(True),
             )
         )
         .scalars()
@@ -199,7 +201,7 @@ def _update_card(session: Session, *, uid: str, update: CardUpdate) -> CardPubli
             value = value.strip() or None
         setattr(card, field, value)
     session.add(card)
-    events.notify(session, "card", {"uid": card.uid, "status": card.status, "alias": card.alias})
+    notify(session, "card", {"uid": card.uid, "status": card.status, "alias": card.alias})
     session.commit()
     session.refresh(card)
     return to_public(card)

@@ -1,6 +1,6 @@
 """Filters and keyset cursors shared by the list, export and page queries.
 
-One :class:`ListFilter` feeds the JSON list, the CSV/JSON export and F's pages, so an export
+One :class:`ListFilter` feeds the JSON list, the CSV/JSON export and the pages, so an export
 contains exactly the rows the operator filtered. Lists are newest first, ordered by
 ``(time, id)``; the cursor is the last row's ``(time, id)``, so a page never repeats or skips
 a row even while new taps arrive (they land before the first page, not in the middle).

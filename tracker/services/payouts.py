@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from tracker import events
 from tracker.db import write_lock
+from tracker.events.notify import notify
 from tracker.models import (
     Card,
     Payout,
@@ -33,6 +33,7 @@ from tracker.models import (
     utcnow,
 )
 from tracker.services import taps as tap_service
+from tracker.services.claims import claim_of_payout
 from tracker.services.filters import ListFilter, common_conditions, keyset_page, text_search
 
 
@@ -104,6 +105,14 @@ def row_to_public(row: Any) -> PayoutPublic:
         created=row.created,
         updated=row.updated,
     )
+
+
+def payouts_by_ids(conn: sa.Connection, ids: list[int]) -> list[PayoutPublic]:
+    """Payouts by id, in id order (the live event stream's rows)."""
+    if not ids:
+        return []
+    stmt = _payout_select().where(col(Payout.id).in_(ids)).order_by(col(Payout.id))
+    return [row_to_public(r) for r in conn.execute(stmt)]
 
 
 def get_payout(session: Session, *, payout_id: int) -> PayoutPublic:
@@ -214,7 +223,7 @@ def _create_payout(
         )
         session.flush()
         public = get_payout(session, payout_id=payout_id)
-        events.notify(
+        notify(
             session,
             "payout",
             {
@@ -277,7 +286,7 @@ def _update_payout(
     payout.updated = now
     session.add(payout)
     session.flush()
-    events.notify(session, "payout", {"id": payout_id, "state": payout.state})
+    notify(session, "payout", {"id": payout_id, "state": payout.state})
     session.commit()
     return get_payout(session, payout_id=payout_id)
 
@@ -304,7 +313,9 @@ def payout_detail(session: Session, *, payout_id: int) -> PayoutDetail:
         )
         for h in history_rows
     ]
-    return PayoutDetail(**public.model_dump(), tap=tap, history=history)
+    claim = claim_of_payout(session, payout_id=payout_id)
+    fields = public.model_dump(exclude={"amount_sats", "url"})
+    return PayoutDetail(**fields, tap=tap, claim=claim, history=history)
 
 
 def filtered_select(flt: ListFilter) -> sa.Select[Any]:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from tracker.db import Database, database_of
 from tracker.models import Station, StationPublic, UTCDateTime, utcnow
 from tracker.security import generate_station_token, hash_token
 
@@ -77,7 +76,7 @@ def rotate_token(session: Session, *, name: str) -> str:
     session.add(station)
     session.commit()
     if old_hash is not None:
-        forget_token_hash(old_hash)
+        token_cache(database_of(session)).forget(old_hash)
     return token
 
 
@@ -97,8 +96,8 @@ TOKEN_CACHE_SIZE = 10_000
 _clock = time.monotonic  # the token cache's clock (tests move it forward)
 
 
-class _TokenCache:
-    """Known token hashes → (station, expiry), per engine (one database).
+class TokenCache:
+    """Known token hashes → (station, expiry), one per :class:`~tracker.db.Database`.
 
     Why: every tap carries the station token; hashing it and looking it up cost a database
     round trip per tap. Only successful lookups are kept, so unknown tokens cannot fill it, and
@@ -121,32 +120,20 @@ class _TokenCache:
                 self.entries.clear()
             self.entries[token_hash] = (station, _clock() + TOKEN_CACHE_SECONDS)
 
-
-_token_caches: weakref.WeakKeyDictionary[Any, _TokenCache] = weakref.WeakKeyDictionary()
-_token_caches_guard = threading.Lock()
-
-
-def _token_cache(engine: Any) -> _TokenCache:
-    cache = _token_caches.get(engine)
-    if cache is None:
-        with _token_caches_guard:
-            cache = _token_caches.setdefault(engine, _TokenCache())
-    return cache
+    def forget(self, token_hash: str) -> None:
+        """Drop a token (it was rotated or revoked)."""
+        with self.lock:
+            self.entries.pop(token_hash, None)
 
 
-def forget_token_hash(token_hash: str) -> None:
-    """Drop a token from every cache of this process (it was rotated or revoked)."""
-    with _token_caches_guard:
-        caches = list(_token_caches.values())
-    for cache in caches:
-        with cache.lock:
-            cache.entries.pop(token_hash, None)
+def token_cache(database: Database) -> TokenCache:
+    return database.shared("stations.token_cache", TokenCache)  # type: ignore[no-any-return]
 
 
-def cached_station(engine: Any, token: str) -> StationPublic | None:
+def cached_station(database: Database, token: str) -> StationPublic | None:
     """The station of a token :func:`authenticate` accepted in the last
     :data:`TOKEN_CACHE_SECONDS`, without touching the database; None when not cached."""
-    return _token_cache(engine).get(hash_token(token))
+    return token_cache(database).get(hash_token(token))
 
 
 def authenticate(session: Session, *, token: str) -> StationPublic | None:
@@ -158,7 +145,7 @@ def authenticate(session: Session, *, token: str) -> StationPublic | None:
     if not token:
         return None
     token_hash = hash_token(token)
-    cache = _token_cache(session.get_bind())
+    cache = token_cache(database_of(session))
     station = cache.get(token_hash)
     if station is not None:
         return station
@@ -211,28 +198,34 @@ _TOUCH = (
 )
 
 
-_recent_touches: weakref.WeakKeyDictionary[Any, dict[int, float]] = weakref.WeakKeyDictionary()
+def _recent_touches(database: Database) -> dict[int, float]:
+    return database.shared("stations.recent_touches", dict)  # type: ignore[no-any-return]
 
 
-def touch_due(engine: Any, *, station_id: int) -> bool:
+def touch_due(database: Database, *, station_id: int) -> bool:
     """Whether :func:`touch` would write now (lets a caller skip opening a transaction)."""
-    seen = _recent_touches.get(engine, {})
+    seen = _recent_touches(database)
     return time.monotonic() - seen.get(station_id, -1e9) >= LAST_SEEN_RESOLUTION.total_seconds()
 
 
 def touch(
-    session: Session | sa.Connection, *, station_id: int, now: datetime | None = None
+    database: Database,
+    conn: Session | sa.Connection,
+    *,
+    station_id: int,
+    now: datetime | None = None,
 ) -> None:
     """Record that the station was heard from (throttled, see LAST_SEEN_RESOLUTION).
 
-    A process-local memo skips the statement entirely while this process touched the station
+    A memo on ``database`` skips the statement entirely while this process touched the station
     recently: on PostgreSQL that is one network round trip less per tap.
     """
     now = now or utcnow()
-    conn = session if isinstance(session, sa.Connection) else session.connection()
-    if not touch_due(conn.engine, station_id=station_id):
+    if not touch_due(database, station_id=station_id):
         return
-    _recent_touches.setdefault(conn.engine, {})[station_id] = time.monotonic()
+    _recent_touches(database)[station_id] = time.monotonic()
+    if isinstance(conn, Session):
+        conn = conn.connection()
     conn.execute(
         _TOUCH,
         {"station_pk": station_id, "now": now, "stale_before": now - LAST_SEEN_RESOLUTION},

@@ -148,7 +148,7 @@ def dashboard_stats(
 def payout_volume_per_day(
     session: Session, *, since: datetime | None = None, until: datetime | None = None
 ) -> list[tuple[str, int, int]]:
-    """``(YYYY-MM-DD, payouts, completed sats)`` per UTC day, for F's chart."""
+    """``(YYYY-MM-DD, payouts, completed sats)`` per UTC day, for the dashboard chart."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         day = sa.func.to_char(sa.func.timezone("UTC", col(Payout.created)), "YYYY-MM-DD")

@@ -1,4 +1,4 @@
-"""Operator accounts (created from the CLI; brief F's login reads them)."""
+"""Operator accounts (created from the CLI; the sign-in page reads them)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,16 @@
 """The application factory: ``create_app(settings) -> FastAPI``.
 
-Everything a request needs hangs off ``app.state`` (``settings``, ``engine``,
-``sessionmaker``); nothing is created at import time, so tests and several processes can build
-as many apps as they like. The app refuses to start against a database that is not at the
-Alembic head, with a message saying to run ``tracker db upgrade``.
+Everything a request needs hangs off ``app.state``: ``settings``, ``database`` (the
+:class:`~tracker.db.Database`: engine, sessions, write lock, async pools, station memos),
+``engine`` and ``sessionmaker`` (its parts), ``tap_recorder`` (the one way a tap is
+stored) and ``live_updates`` (hub and watcher). Nothing is created at import time, so tests
+and several processes can build as many apps as they like. The app refuses to start against
+a database that is not at the Alembic head, with a message saying to run
+``tracker db upgrade``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import uuid
 from pathlib import Path
@@ -21,14 +23,15 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tracker.db import check_schema_current, make_engine, make_sessionmaker
+from tracker import events
+from tracker.db import Database, check_schema_current, make_engine
+from tracker.services.taps import TapRecorder
 from tracker.settings import TrackerSettings
-from tracker.web.routes import api
+from tracker.web.routes import api, pages
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-PAGES_MODULE = "tracker.web.routes.pages"
 
 API_DESCRIPTION = """\
 JSON API of the Bolt Card tracker.
@@ -57,17 +60,26 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
+    database = Database(engine)
     app.state.settings = settings
+    app.state.database = database
     app.state.engine = engine
-    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.sessionmaker = database.sessions
+    app.state.tap_recorder = TapRecorder(database)
+    app.state.live_updates = events.LiveUpdates(app)
 
+    async def close_async_pools() -> None:
+        database.close_async_pools()  # this loop's async ingest connections
+
+    app.router.add_event_handler("shutdown", close_async_pools)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api.router)
-    _include_pages(app)
+    app.include_router(pages.router)
+    pages.install_error_pages(app)
     _install_error_handlers(app)
     if settings.live_updates:
-        _install_live_updates(app)
+        events.install(app)
     return app
 
 
@@ -77,34 +89,6 @@ def create_app_from_env() -> FastAPI:
     from tracker.settings import load_settings
 
     return create_app(load_settings())
-
-
-def _include_pages(app: FastAPI) -> None:
-    """Include the operator pages (brief F) when that module is installed."""
-    try:
-        pages = importlib.import_module(PAGES_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != PAGES_MODULE:
-            raise  # the pages module exists but one of *its* imports is missing: a real bug
-        log.warning("operator pages (%s) not installed; serving the JSON API only", PAGES_MODULE)
-        return
-    app.include_router(pages.router)
-    for hook in ("install", "install_error_pages"):
-        install = getattr(pages, hook, None)
-        if callable(install):
-            install(app)
-
-
-def _install_live_updates(app: FastAPI) -> None:
-    try:
-        events = importlib.import_module("tracker.events")
-    except ModuleNotFoundError as exc:
-        if exc.name != "tracker.events":
-            raise
-        return
-    install = getattr(events, "install", None)
-    if callable(install):
-        install(app)
 
 
 def _is_api(request: Request) -> bool:
@@ -117,9 +101,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     Unexpected errors are logged with a reference id that the answer repeats, so an operator
     can quote it; the answer itself carries no internals.
     """
-    page_handler = app.exception_handlers.get(Exception) or getattr(
-        app.state, "page_exception_handler", None
-    )
+    page_handler = app.exception_handlers.get(Exception)  # the error pages' (install_error_pages)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -120,7 +120,7 @@ def _fingerprint(secret: bytes, password_hash: str) -> str:
     return _b64(hmac.new(secret, b"pw:" + password_hash.encode(), hashlib.sha256).digest()[:12])
 
 
-# --- users (through E's models) ----------------------------------------------------------------
+# --- users (through the models) ---------------------------------------------------------------
 
 
 def _find_user(request: Request, *, user_id: int | None = None, username: str | None = None) -> Any:

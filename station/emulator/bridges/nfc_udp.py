@@ -26,7 +26,11 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
+
+from station.emulator import store
+from station.emulator.card import DEFAULT_UID
 
 log = logging.getLogger(__name__)
 
@@ -285,12 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state", help="card state JSON (loaded if it exists, saved on exit)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from pathlib import Path
-
-    from station.emulator.bridges.vpcd import _load_card, _save_card
-
     state = Path(args.state) if args.state else None
-    card: Any = _load_card(state, args.uid)
+    card, _new = store.load_or_create(state, args.uid or DEFAULT_UID, save_new=False)
     server = NfcUdpCard(card, port=args.port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -303,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         server.remove()
-        _save_card(card, state)
+        if state is not None:
+            store.save(state, card)
     return 0
 
 

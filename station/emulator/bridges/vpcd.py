@@ -27,6 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from station.emulator import store
+from station.emulator.card import DEFAULT_UID
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
@@ -188,25 +191,6 @@ class VpcdBridge:
         self.remove()
 
 
-def _load_card(state: Path | None, uid: bytes | None) -> VirtualCard:
-    """The card to insert: from ``state`` when that file exists, else a factory-fresh card."""
-    from station.emulator.card import DEFAULT_UID, EmulatedCard  # the card is optional here
-    from station.emulator.state import load_state
-
-    if state is not None and state.exists():
-        return EmulatedCard.from_state(load_state(state))
-    return EmulatedCard.factory(uid or DEFAULT_UID)
-
-
-def _save_card(card: VirtualCard, state: Path | None) -> None:
-    """Write the card's non-volatile memory back, so counters survive between runs."""
-    if state is None or not hasattr(card, "to_state"):
-        return
-    from station.emulator.state import save_state
-
-    save_state(state, card.to_state())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m station.emulator.bridges.vpcd",
@@ -220,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    card = _load_card(args.state, args.uid)
+    card, _new = store.load_or_create(args.state, args.uid or DEFAULT_UID, save_new=False)
     bridge = VpcdBridge(card, host=args.host, port=args.port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -237,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         bridge.remove()
-        _save_card(card, args.state)
+        if args.state is not None:
+            store.save(args.state, card)
     return 0
 
 

@@ -4,6 +4,9 @@
  * payouts arrive. Every value is inserted with textContent, never as HTML, because aliases,
  * station names and reasons are typed by people.
  *
+ * Each event's data is the API's own public shape (TapPublic / PayoutPublic, as JSON), the
+ * same objects GET /api/v1/taps and /api/v1/payouts list.
+ *
  * Markup contract:
  *   <table data-live="tap|payout" [data-card="UID"] [data-limit="20"]> with <th data-col="...">
  *   <tr data-id="..."> rows; cells showing a card carry data-card-uid="UID"
@@ -20,6 +23,12 @@
 
   function fmtSats(n) {
     return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, "\u202f");
+  }
+
+  // ISO 8601 in UTC (as TapPublic / PayoutPublic serialise it) -> "YYYY-MM-DD HH:MM:SS",
+  // the same text the server's templates show.
+  function fmtTime(iso) {
+    return iso ? String(iso).slice(0, 19).replace("T", " ") : "";
   }
 
   function el(tag, text, cls) {
@@ -46,7 +55,9 @@
   function cell(col, d, topic) {
     var td = el("td");
     switch (col) {
-      case "time": td.textContent = d.time || ""; td.title = d.received_at || d.created || ""; break;
+      case "time":
+        var moment = d.received_at || d.created || "";
+        td.textContent = fmtTime(moment); td.title = moment; break;
       case "id":
         var a = el("a", "#" + d.id); a.href = d.url; td.appendChild(a); break;
       case "card":
@@ -55,7 +66,15 @@
         break;
       case "station": td.textContent = d.station || "—"; break;
       case "counter": td.textContent = d.counter; td.className = "num"; break;
-      case "outcome": td.appendChild(badge(d.outcome)); break;
+      case "outcome":
+        td.appendChild(badge(d.outcome));
+        if (d.verified === false) {
+          var mark = el("span", "unverified", "badge badge-neutral");
+          mark.setAttribute("data-verified", "false");
+          td.appendChild(document.createTextNode(" "));
+          td.appendChild(mark);
+        }
+        break;
       case "reason": td.textContent = d.reason || ""; td.className = "wrap"; break;
       case "amount": td.textContent = fmtSats(d.amount_sats); td.className = "num"; break;
       case "state": td.appendChild(badge(d.state)); break;

@@ -1,0 +1,174 @@
+"""The composition root: one function builds the whole station from :class:`StationSettings`.
+
+    readers ─► Daemon (one thread per reader) ─► TapPipeline ─► Outbox ─► Forwarder ─► Uplink
+                                                     │  └─ AfterAccept (the charge flow)
+                                                     └─ StatusCache ─► Uplink.card_status
+
+Everything is built here, in that order from the end of the chain, and passed in at
+construction; no object is changed after it is built, and calls go one way along the arrows
+(the pipeline may wait on the forwarder's verdict, nothing calls back upstream).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+from station.daemon import Daemon, ReaderSlot
+from station.outbox.forwarder import Forwarder
+from station.outbox.outbox import Outbox
+from station.readers import registry
+from station.readers.base import Reader
+from station.settings import ReaderSpec, StationSettings
+from station.tap.pipeline import AfterAccept, TapPipeline
+from station.tap.result import TapResult
+from station.tap.status import ForgetOnTurnDown, StatusCache
+from station.tap.verifier import TapVerifier, build_verifier
+from station.uplink.base import Uplink
+from station.uplink.null import NullUplink
+
+log = logging.getLogger("station.app")
+
+
+def open_reader(spec: ReaderSpec) -> Reader:
+    """Open one configured reader through the reader registry (backend + name substring)."""
+    return registry.open_reader(spec.backend, spec.name)
+
+
+def reader_slot(spec: ReaderSpec) -> ReaderSlot:
+    def opener() -> Reader:
+        return open_reader(spec)
+
+    return ReaderSlot(label=f"{spec.backend}:{spec.name or '*'}", open=opener)
+
+
+def build_uplink(settings: StationSettings) -> Uplink:
+    """The way into the tracker the settings name: direct database, HTTP API, or none."""
+    mode = settings.tracker.mode
+    if mode == "direct":
+        # Imported here: it loads the tracker (and SQLAlchemy), which a station may not have.
+        from station.uplink.direct import DirectUplink
+
+        assert settings.tracker.database_url is not None
+        return DirectUplink(settings.tracker.database_url, settings.station_name)
+    if mode == "http":
+        import httpx
+
+        from station.uplink.http import HttpUplink
+
+        assert settings.tracker.token is not None
+        client = httpx.Client(
+            base_url=settings.tracker.url or "",
+            timeout=httpx.Timeout(3.0, connect=1.0),
+        )
+        return HttpUplink(client, settings.tracker.token.reveal())
+    log.warning("no tracker configured: taps stay in the outbox %s", settings.outbox_path)
+    return NullUplink()
+
+
+@dataclass
+class Station:
+    """Everything one daemon process owns, built from one settings object."""
+
+    settings: StationSettings
+    outbox: Outbox
+    uplink: Uplink
+    forwarder: Forwarder
+    pipeline: TapPipeline
+    daemon: Daemon
+
+    def shutdown(self, flush_timeout: float = 3.0) -> int:
+        """Stop readers, let the forwarder flush, close; return the number of records spooled."""
+        self.daemon.stop()
+        self.daemon.join(timeout=10)
+        left = self.forwarder.stop(flush_timeout=flush_timeout)
+        for slot in self.daemon.slots:
+            if slot.reader is not None:
+                with contextlib.suppress(Exception):
+                    slot.reader.close()
+        self.uplink.close()
+        self.outbox.close()
+        return left
+
+
+def build_station(
+    settings: StationSettings,
+    *,
+    verifier: TapVerifier | None = None,
+    uplink: Uplink | None = None,
+    slots: Sequence[ReaderSlot] | None = None,
+    after_accept: AfterAccept | None = None,
+    max_taps: int | None = None,
+    keep_results: bool = False,
+    on_tap: Callable[[TapResult], None] | None = None,
+    poll: float = 0.25,
+    backoff_max: float = 5.0,
+) -> Station:
+    """Build settings → uplink, outbox, forwarder, status cache, pipeline, daemon (not started).
+
+    The keyword arguments replace a part the settings would build (tests, the demo, the bench).
+    """
+    verifier = verifier if verifier is not None else build_verifier(settings.keys)
+    uplink = uplink if uplink is not None else build_uplink(settings)
+    status = StatusCache(uplink.card_status, settings.status_ttl)
+    outbox = Outbox(settings.outbox_path, station_name=settings.station_name)
+    forwarder = Forwarder(
+        outbox, ForgetOnTurnDown(uplink, status), backoff_initial=0.1, backoff_max=backoff_max
+    )
+    pipeline = TapPipeline(
+        verifier=verifier,
+        station_name=settings.station_name,
+        host_allowed=settings.host_allowed,
+        memory=outbox,
+        status=status,
+        outbox=outbox,
+        verdicts=forwarder,
+        confirm_timeout=settings.confirm_timeout,
+        after_accept=after_accept,
+    )
+    if slots is None:
+        slots = [reader_slot(spec) for spec in settings.readers]
+    daemon = Daemon(
+        pipeline, slots, debounce=settings.debounce, poll=poll, max_taps=max_taps,
+        keep_results=keep_results, on_tap=on_tap,
+    )
+    return Station(settings, outbox, uplink, forwarder, pipeline, daemon)
+
+
+def run_station(
+    station: Station, *, install_signals: bool = True, flush_timeout: float = 3.0
+) -> int:
+    """Run until SIGTERM/SIGINT (or max_taps); finish the tap in flight, flush, return 0."""
+    if install_signals:
+        def _on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: finishing the tap in flight and stopping", signum)
+            station.daemon.stop()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    pruned = station.outbox.prune()
+    if pruned:
+        log.info("pruned %d settled records older than 30 days from the outbox", pruned)
+    station.forwarder.start()
+    log.info(
+        "station %s watching %s; tracker: %s; outbox %s (%d pending)",
+        station.settings.station_name,
+        ", ".join(s.label for s in station.daemon.slots),
+        station.settings.tracker.mode,
+        station.settings.outbox_path,
+        station.outbox.pending_count(),
+    )
+    try:
+        station.daemon.run()
+    finally:
+        left = station.shutdown(flush_timeout=flush_timeout)
+        if left:
+            log.warning("%d taps still spooled in %s; they go out on the next start", left,
+                        station.settings.outbox_path)
+        else:
+            log.info("stopped; outbox empty")
+    return 0

@@ -1,0 +1,17 @@
+"""No tracker configured: records stay in the outbox (``station run`` warns about it)."""
+
+from __future__ import annotations
+
+from station.uplink.base import CardStatus, Delivery, UplinkUnavailable
+from station.uplink.records import Record
+
+
+class NullUplink:
+    def send(self, record: Record) -> Delivery:
+        raise UplinkUnavailable("no tracker configured")
+
+    def card_status(self, uid: str) -> CardStatus:
+        raise UplinkUnavailable("no tracker configured")
+
+    def close(self) -> None:
+        pass

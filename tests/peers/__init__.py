@@ -1,0 +1,1 @@
+"""Real third-party servers the tests run against on loopback (LNbits from PyPI, …)."""

@@ -1,0 +1,12 @@
+"""JSON API under ``/api/v1``, one router per resource. Routes only parse and render; every
+query lives in ``tracker.services``; shared dependencies are in ``tracker.web.deps``."""
+
+from fastapi import APIRouter
+
+from tracker.web.routes.api import cards, claims, payouts, stations, stats, taps
+
+router = APIRouter()
+for _resource in (taps, claims, cards, payouts, stats, stations):
+    router.include_router(_resource.router)
+
+__all__ = ["router"]

@@ -1,0 +1,160 @@
+"""What the taps and payouts pages share: the lenient filter form, paging, export links.
+
+Filters are parsed leniently: a bad value becomes a message on the page instead of a bare
+422, because the person who typed it is looking at that page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+
+from tracker.models import PayoutState, TapOutcome, normalise_uid
+from tracker.services import stations as station_service
+from tracker.services.filters import InvalidCursor, ListFilter
+
+PAGE_SIZE = 50
+
+@dataclass
+class Filters:
+    """A parsed filter form: the service filter, the raw values to refill the form, problems."""
+
+    flt: ListFilter
+    params: dict[str, str]
+    errors: list[str]
+    cursor: str | None
+
+
+_FILTER_KEYS = (
+    "state",
+    "outcome",
+    "card",
+    "station",
+    "since",
+    "until",
+    "min_sats",
+    "max_sats",
+    "q",
+)
+
+
+def _parse_moment(text: str, *, end_of_day: bool) -> datetime:
+    """``YYYY-MM-DD`` (a whole UTC day; ``until`` includes that day) or an ISO 8601 moment."""
+    if len(text) == 10:
+        day = date.fromisoformat(text)
+        moment = datetime.combine(day, time.min, tzinfo=UTC)
+        return moment + timedelta(days=1) if end_of_day else moment
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_filters(request: Request, *, kind: str) -> Filters:
+    raw = {k: request.query_params.get(k, "").strip() for k in _FILTER_KEYS}
+    errors: list[str] = []
+    values: dict[str, Any] = {}
+    if raw["state"] and kind == "payouts":
+        try:
+            values["state"] = PayoutState(raw["state"])
+        except ValueError:
+            errors.append(f"Unknown state {raw['state']!r}.")
+    if raw["outcome"] and kind == "taps":
+        try:
+            values["outcome"] = TapOutcome(raw["outcome"])
+        except ValueError:
+            errors.append(f"Unknown outcome {raw['outcome']!r}.")
+    if raw["card"]:
+        try:
+            values["card"] = normalise_uid(raw["card"])
+        except ValueError:
+            errors.append("Card must be a UID in hex, e.g. 04A1B2C3D4E5F6.")
+    if raw["station"]:
+        values["station"] = raw["station"]
+    for key, end in (("since", False), ("until", True)):
+        if raw[key]:
+            try:
+                values[key] = _parse_moment(raw[key], end_of_day=end)
+            except ValueError:
+                errors.append(f"{key.capitalize()} must be a date like 2026-11-26.")
+    if kind == "payouts":
+        for key in ("min_sats", "max_sats"):
+            if raw[key]:
+                try:
+                    number = int(raw[key])
+                    if number < 0:
+                        raise ValueError
+                    values[key] = number
+                except ValueError:
+                    errors.append("Amounts must be whole, non-negative numbers of sats.")
+    if raw["q"]:
+        values["q"] = raw["q"][:200]
+    params = {k: v for k, v in raw.items() if v}
+    cursor = request.query_params.get("cursor") or None
+    return Filters(ListFilter(**values), params, errors, cursor)
+
+
+def export_params(flt: ListFilter, *, kind: str) -> dict[str, str]:
+    """The API's query parameters for ``flt``: moments as ISO 8601, ``until`` exclusive.
+
+    Built from the parsed filter, not the form, so "To 2026-11-26" (the whole day, as the page
+    shows it) reaches the export as ``until=2026-11-27T00:00:00+00:00``.
+    """
+    params: dict[str, str] = {}
+    if kind == "payouts" and flt.state is not None:
+        params["state"] = flt.state.value
+    if kind == "taps" and flt.outcome is not None:
+        params["outcome"] = flt.outcome.value
+    if flt.card:
+        params["card"] = flt.card
+    if flt.station:
+        params["station"] = flt.station
+    if flt.since is not None:
+        params["since"] = flt.since.isoformat()
+    if flt.until is not None:
+        params["until"] = flt.until.isoformat()
+    if kind == "payouts" and flt.min_sats is not None:
+        params["min_sats"] = str(flt.min_sats)
+    if kind == "payouts" and flt.max_sats is not None:
+        params["max_sats"] = str(flt.max_sats)
+    if flt.q:
+        params["q"] = flt.q
+    return params
+
+
+def _export_links(kind: str, flt: ListFilter) -> dict[str, str]:
+    """Links to the API's export endpoints carrying exactly the filters shown on the page."""
+    query = urlencode(export_params(flt, kind=kind))
+    suffix = f"?{query}" if query else ""
+    return {
+        "csv": f"/api/v1/{kind}/export.csv{suffix}",
+        "json": f"/api/v1/{kind}/export.json{suffix}",
+    }
+
+
+def list_page(
+    session: Any, filters: Filters, kind: str, lister: Callable[..., tuple[list[Any], str | None]]
+) -> tuple[list[Any], dict[str, Any]]:
+    """One filtered page for the taps or payouts page, and the template values both share
+    (filters, errors, paging, station choices, export links). A broken cursor is shown as an
+    error on the page, not raised."""
+    items: list[Any] = []
+    next_cursor = None
+    if not filters.errors:
+        try:
+            items, next_cursor = lister(
+                session, flt=filters.flt, cursor=filters.cursor, limit=PAGE_SIZE
+            )
+        except InvalidCursor as exc:
+            filters.errors.append(str(exc))
+    return items, {
+        "filters": filters.params,
+        "errors": filters.errors,
+        "next_cursor": next_cursor,
+        "first_page": filters.cursor is None,
+        "stations": station_service.station_names(session),
+        "export": _export_links(kind, filters.flt),
+    }
