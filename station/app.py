@@ -18,7 +18,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
+import httpx
+
+from station.claim.book import ChargeBook
+from station.claim.charge import ChargeRegistry
+from station.claim.client import LnurlWithdrawClient
+from station.claim.hook import ChargeHook, pos_pin
+from station.claim.journal import ChargeJournal
+from station.claim.runner import ChargeRunner, PinPrompt
+from station.claim.watch import InvoiceWatcher
 from station.daemon import Daemon, ReaderSlot
+from station.invoices import InvoiceSource, make_source
 from station.outbox.forwarder import Forwarder
 from station.outbox.outbox import Outbox
 from station.readers import registry
@@ -30,6 +40,7 @@ from station.tap.status import ForgetOnTurnDown, StatusCache
 from station.tap.verifier import TapVerifier, build_verifier
 from station.uplink.base import Uplink
 from station.uplink.null import NullUplink
+from station.uplink.records import ClaimRecord
 
 log = logging.getLogger("station.app")
 
@@ -71,6 +82,67 @@ def build_uplink(settings: StationSettings) -> Uplink:
 
 
 @dataclass
+class Charging:
+    """The charge flow of one station: armed charges, the runner that claims them, the watcher
+    that settles them from the merchant's invoices, and the journal that survives a crash."""
+
+    registry: ChargeRegistry
+    runner: ChargeRunner
+    watcher: InvoiceWatcher
+    journal: ChargeJournal
+    hook: ChargeHook
+    http: httpx.Client
+
+    def start(self) -> None:
+        self.runner.recover()
+        self.watcher.start()
+
+    def close(self) -> None:
+        self.watcher.stop()
+        self.journal.close()
+        self.http.close()
+
+
+def build_invoices(settings: StationSettings, http: httpx.Client) -> InvoiceSource | None:
+    """The merchant's invoice source the settings name, or None (charges are then refused
+    with a message naming the settings to fill)."""
+    inv = settings.invoices
+    if not inv.configured:
+        return None
+    assert inv.source is not None
+    key = inv.key.reveal() if inv.key is not None else ""
+    return make_source(inv.source, inv.url, key, inv.store_id, http)
+
+
+def build_charging(
+    settings: StationSettings,
+    outbox: Outbox,
+    *,
+    invoices: InvoiceSource | None = None,
+    http: httpx.Client | None = None,
+    pin_prompt: PinPrompt = pos_pin,
+) -> Charging:
+    """Registry, LNURL-withdraw client, invoice source, journal, runner and watcher; claim
+    records go to the same outbox as taps, so the forwarder delivers both in order."""
+    http = http if http is not None else httpx.Client(
+        timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False, trust_env=False,
+    )
+    source = invoices if invoices is not None else build_invoices(settings, http)
+    client = LnurlWithdrawClient(
+        http, allowed_hosts=settings.allowed_hosts, insecure_hosts=settings.insecure_hosts,
+    )
+    journal = ChargeJournal(settings.charges_journal_path)
+    book = ChargeBook(journal, lambda body: outbox.append(ClaimRecord(**body)))
+    watcher = InvoiceWatcher(source, book.settle)
+    runner = ChargeRunner(
+        withdraw=client, invoices=source, book=book, watcher=watcher, pin_prompt=pin_prompt,
+        invoice_expiry=settings.invoices.expiry,
+    )
+    registry = ChargeRegistry(default_timeout=settings.pos.charge_timeout)
+    return Charging(registry, runner, watcher, journal, ChargeHook(registry, runner), http)
+
+
+@dataclass
 class Station:
     """Everything one daemon process owns, built from one settings object."""
 
@@ -80,11 +152,14 @@ class Station:
     forwarder: Forwarder
     pipeline: TapPipeline
     daemon: Daemon
+    charging: Charging | None = None
 
     def shutdown(self, flush_timeout: float = 3.0) -> int:
         """Stop readers, let the forwarder flush, close; return the number of records spooled."""
         self.daemon.stop()
         self.daemon.join(timeout=10)
+        if self.charging is not None:
+            self.charging.close()
         left = self.forwarder.stop(flush_timeout=flush_timeout)
         for slot in self.daemon.slots:
             if slot.reader is not None:
@@ -102,6 +177,9 @@ def build_station(
     uplink: Uplink | None = None,
     slots: Sequence[ReaderSlot] | None = None,
     after_accept: AfterAccept | None = None,
+    charging: bool = True,
+    invoices: InvoiceSource | None = None,
+    pin_prompt: PinPrompt = pos_pin,
     max_taps: int | None = None,
     keep_results: bool = False,
     on_tap: Callable[[TapResult], None] | None = None,
@@ -111,14 +189,21 @@ def build_station(
     """Build settings → uplink, outbox, forwarder, status cache, pipeline, daemon (not started).
 
     The keyword arguments replace a part the settings would build (tests, the demo, the bench).
+    Unless ``after_accept`` is given or ``charging`` is off, accepted taps go to the charge
+    flow (:func:`build_charging`): a tap with nothing armed stays a tap.
     """
-    verifier = verifier if verifier is not None else build_verifier(settings.keys)
+    if verifier is None:
+        verifier = build_verifier(settings.keys, foreign_ok=settings.accept_foreign_cards)
     uplink = uplink if uplink is not None else build_uplink(settings)
     status = StatusCache(uplink.card_status, settings.status_ttl)
     outbox = Outbox(settings.outbox_path, station_name=settings.station_name)
     forwarder = Forwarder(
         outbox, ForgetOnTurnDown(uplink, status), backoff_initial=0.1, backoff_max=backoff_max
     )
+    charges = None
+    if after_accept is None and charging:
+        charges = build_charging(settings, outbox, invoices=invoices, pin_prompt=pin_prompt)
+        after_accept = charges.hook
     pipeline = TapPipeline(
         verifier=verifier,
         station_name=settings.station_name,
@@ -129,6 +214,7 @@ def build_station(
         verdicts=forwarder,
         confirm_timeout=settings.confirm_timeout,
         after_accept=after_accept,
+        accept_foreign=settings.accept_foreign_cards,
     )
     if slots is None:
         slots = [reader_slot(spec) for spec in settings.readers]
@@ -136,7 +222,7 @@ def build_station(
         pipeline, slots, debounce=settings.debounce, poll=poll, max_taps=max_taps,
         keep_results=keep_results, on_tap=on_tap,
     )
-    return Station(settings, outbox, uplink, forwarder, pipeline, daemon)
+    return Station(settings, outbox, uplink, forwarder, pipeline, daemon, charges)
 
 
 def run_station(
@@ -154,6 +240,11 @@ def run_station(
     if pruned:
         log.info("pruned %d settled records older than 30 days from the outbox", pruned)
     station.forwarder.start()
+    pos = None
+    if station.charging is not None:
+        station.charging.start()
+        if station.settings.pos.listen:
+            pos = serve_pos(station)
     log.info(
         "station %s watching %s; tracker: %s; outbox %s (%d pending)",
         station.settings.station_name,
@@ -165,6 +256,8 @@ def run_station(
     try:
         station.daemon.run()
     finally:
+        if pos is not None:
+            pos.stop()
         left = station.shutdown(flush_timeout=flush_timeout)
         if left:
             log.warning("%d taps still spooled in %s; they go out on the next start", left,
@@ -172,3 +265,27 @@ def run_station(
         else:
             log.info("stopped; outbox empty")
     return 0
+
+
+@dataclass
+class PosServer:
+    url: str
+    stop: Callable[[], None]
+
+
+def serve_pos(station: Station) -> PosServer:
+    """Serve the POS endpoint on ``[pos] listen`` (127.0.0.1 unless told otherwise)."""
+    from station.pos.app import create_pos_app
+    from station.serve import serve_in_thread
+
+    assert station.charging is not None
+    host, port = station.settings.pos.address()
+    token = station.settings.pos.token
+    app = create_pos_app(
+        station.charging.registry, token=token.reveal() if token is not None else None,
+        readers=[slot.label for slot in station.daemon.slots],
+    )
+    url, stop = serve_in_thread(app, host, port)
+    log.info("POS endpoint on %s/ (token %s)", url, "required" if token else "not set",
+             extra={"fields": {"event": "pos_listening", "url": url}})
+    return PosServer(url, stop)

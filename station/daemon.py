@@ -237,7 +237,7 @@ class Daemon:
 
     def _tap(self, slot: ReaderSlot, reader: Reader, link: Any) -> None:
         try:
-            result = self.pipeline.process(link)
+            result = self.pipeline.process(link, reader=slot.label)
         except CardRemoved:
             with self._lock:
                 self.stats.removed_mid_read += 1

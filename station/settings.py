@@ -33,10 +33,31 @@ TOML layout (every key optional)::
     url = "http://127.0.0.1:8080"
     token = "..."
 
+    # Charges (LNURL-withdraw). Claims go only to allowed_hosts: an empty list sends none.
+    insecure_hosts = ["127.0.0.1"]           # plain http:// allowed (a local test issuer)
+    accept_foreign_cards = false              # charge cards we hold no keys for (unverified)
+    charges_journal = "var/station-charges.sqlite"
+
+    [invoices]                                # where the merchant's invoice comes from
+    source = "lnbits"                         # btcpay | lnbits | lnd | cln | demo
+    url = "https://lnbits.example"
+    key = "..."                               # BTCPay API key, LNbits invoice key,
+                                              # LND macaroon (hex), CLN rune
+    store_id = "..."                          # BTCPay only
+    expiry = 600                              # seconds an invoice stays payable
+
+    [pos]                                     # the POS endpoint and page of `station run`
+    listen = "127.0.0.1:8090"                 # "" = off
+    token = "..."                             # optional bearer token
+    charge_timeout = 60                       # seconds an armed charge waits for a tap
+
 Environment: STATION_NAME, STATION_READERS ("pcsc:ACR122,nfcpy:usb"), STATION_KEYS_FILE,
 STATION_ISSUER_KEY, STATION_ISSUER_KEY_VERSION, STATION_DATABASE_URL, STATION_TRACKER_URL,
 STATION_TRACKER_TOKEN, STATION_ALLOWED_HOSTS (comma separated), STATION_OUTBOX,
-STATION_LOG_FORMAT, STATION_DEBOUNCE, STATION_STATUS_TTL, STATION_CONFIRM_TIMEOUT.
+STATION_LOG_FORMAT, STATION_DEBOUNCE, STATION_STATUS_TTL, STATION_CONFIRM_TIMEOUT,
+STATION_INSECURE_HOSTS, STATION_ACCEPT_FOREIGN_CARDS (1/0), STATION_CHARGES_JOURNAL,
+STATION_INVOICE_SOURCE, STATION_INVOICE_URL, STATION_INVOICE_KEY, STATION_INVOICE_STORE_ID,
+STATION_INVOICE_EXPIRY, STATION_POS_LISTEN, STATION_POS_TOKEN, STATION_CHARGE_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -126,6 +147,47 @@ class TrackerLink:
 
 
 @dataclass(frozen=True)
+class InvoiceSettings:
+    """The merchant's Lightning backend, which makes the invoice a charge claims."""
+
+    source: str | None = None  # btcpay | lnbits | lnd | cln | demo; None = charges off
+    url: str = ""
+    key: Secret | None = None
+    store_id: str | None = None
+    expiry: int = 600
+
+    @property
+    def configured(self) -> bool:
+        return self.source is not None
+
+    def __post_init__(self) -> None:
+        if not 60 <= self.expiry <= 86400:
+            raise SettingsError("[invoices] expiry must be 60..86400 seconds")
+
+
+@dataclass(frozen=True)
+class PosSettings:
+    """The POS endpoint ``station run`` serves (``listen = ""`` turns it off)."""
+
+    listen: str = ""
+    token: Secret | None = None
+    charge_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.listen:
+            self.address()
+        if not 0 < self.charge_timeout <= 3600:
+            raise SettingsError("[pos] charge_timeout must be 1..3600 seconds")
+
+    def address(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise SettingsError('[pos] listen must be "HOST:PORT", e.g. "127.0.0.1:8090"')
+        return host, int(port)
+
+
+@dataclass(frozen=True)
 class StationSettings:
     station_name: str = field(default_factory=socket.gethostname)
     readers: tuple[ReaderSpec, ...] = (ReaderSpec("pcsc"),)
@@ -137,6 +199,19 @@ class StationSettings:
     debounce: float = 0.3
     status_ttl: float = 5.0
     confirm_timeout: float = 1.5
+    insecure_hosts: tuple[str, ...] = ()
+    accept_foreign_cards: bool = False
+    charges_journal: Path | None = None  # default: next to the outbox
+    invoices: InvoiceSettings = InvoiceSettings()
+    pos: PosSettings = PosSettings()
+
+    @property
+    def charges_journal_path(self) -> Path:
+        if self.charges_journal is not None:
+            return self.charges_journal
+        if str(self.outbox_path) == ":memory:":
+            return Path(":memory:")
+        return self.outbox_path.with_name("station-charges.sqlite")
 
     def __post_init__(self) -> None:
         if not self.station_name or len(self.station_name) > 100:
@@ -186,6 +261,17 @@ def _hosts(value: Any) -> tuple[str, ...]:
     return tuple(str(h).strip().lower() for h in value if str(h).strip())
 
 
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false (1/0)")
+
+
 def _number(name: str, value: Any) -> float:
     try:
         return float(value)
@@ -227,6 +313,8 @@ def load_settings(
     kw: dict[str, Any] = {}
     keys_t: dict[str, Any] = dict(data.get("keys", {}))
     trk_t: dict[str, Any] = dict(data.get("tracker", {}))
+    inv_t: dict[str, Any] = dict(data.get("invoices", {}))
+    pos_t: dict[str, Any] = dict(data.get("pos", {}))
 
     if "station_name" in data:
         kw["station_name"] = str(data["station_name"])
@@ -241,6 +329,12 @@ def load_settings(
     for name in ("debounce", "status_ttl", "confirm_timeout"):
         if name in data:
             kw[name] = _number(name, data[name])
+    if "insecure_hosts" in data:
+        kw["insecure_hosts"] = _hosts(data["insecure_hosts"])
+    if "accept_foreign_cards" in data:
+        kw["accept_foreign_cards"] = _flag("accept_foreign_cards", data["accept_foreign_cards"])
+    if "charges_journal" in data:
+        kw["charges_journal"] = rel(str(data["charges_journal"]))
 
     # Environment overrides (relative paths there are relative to the working directory).
     if env.get("STATION_NAME"):
@@ -253,6 +347,13 @@ def load_settings(
         kw["outbox_path"] = Path(env["STATION_OUTBOX"]).expanduser().absolute()
     if env.get("STATION_LOG_FORMAT"):
         kw["log_format"] = env["STATION_LOG_FORMAT"]
+    if "STATION_INSECURE_HOSTS" in env:
+        kw["insecure_hosts"] = _hosts(env["STATION_INSECURE_HOSTS"])
+    if env.get("STATION_ACCEPT_FOREIGN_CARDS"):
+        kw["accept_foreign_cards"] = _flag("STATION_ACCEPT_FOREIGN_CARDS",
+                                           env["STATION_ACCEPT_FOREIGN_CARDS"])
+    if env.get("STATION_CHARGES_JOURNAL"):
+        kw["charges_journal"] = Path(env["STATION_CHARGES_JOURNAL"]).expanduser().absolute()
     for name, var in (
         ("debounce", "STATION_DEBOUNCE"),
         ("status_ttl", "STATION_STATUS_TTL"),
@@ -286,4 +387,34 @@ def load_settings(
         url=str(url).rstrip("/") if url else None,
         token=Secret(str(token)) if token else None,
     )
+    kw["invoices"] = _invoices(inv_t, env)
+    kw["pos"] = _pos(pos_t, env)
     return StationSettings(**kw)
+
+
+def _invoices(table: dict[str, Any], env: Mapping[str, str]) -> InvoiceSettings:
+    source = env.get("STATION_INVOICE_SOURCE") or table.get("source")
+    key = env.get("STATION_INVOICE_KEY") or table.get("key")
+    expiry = env.get("STATION_INVOICE_EXPIRY") or table.get("expiry", 600)
+    try:
+        expiry_s = int(expiry)
+    except (TypeError, ValueError):
+        raise SettingsError("[invoices] expiry must be whole seconds") from None
+    return InvoiceSettings(
+        source=str(source).strip().lower() if source else None,
+        url=str(env.get("STATION_INVOICE_URL") or table.get("url") or ""),
+        key=Secret(str(key)) if key else None,
+        store_id=str(env.get("STATION_INVOICE_STORE_ID") or table.get("store_id") or "") or None,
+        expiry=expiry_s,
+    )
+
+
+def _pos(table: dict[str, Any], env: Mapping[str, str]) -> PosSettings:
+    listen = env.get("STATION_POS_LISTEN", table.get("listen", ""))
+    token = env.get("STATION_POS_TOKEN") or table.get("token")
+    timeout = env.get("STATION_CHARGE_TIMEOUT") or table.get("charge_timeout", 60)
+    return PosSettings(
+        listen=str(listen).strip(),
+        token=Secret(str(token)) if token else None,
+        charge_timeout=_number("charge_timeout", timeout),
+    )

@@ -153,7 +153,7 @@ class Outbox:
 
     def _insert(self, record: Record) -> int:
         """Inside a transaction, with the lock held."""
-        if isinstance(record, TapRecord) and record.outcome == _ACCEPTED:
+        if isinstance(record, TapRecord) and record.outcome == _ACCEPTED and record.verified:
             row = self._db.execute(
                 "SELECT last_counter FROM counters WHERE uid = ?", (record.card_uid,)
             ).fetchone()

@@ -97,7 +97,7 @@ class AfterAccept(Protocol):
     set. It runs on the reader's thread, before the reader feedback.
     """
 
-    def __call__(self, result: TapResult, link: CardLink | None) -> TapResult: ...
+    def __call__(self, result: TapResult, link: CardLink | None, reader: str) -> TapResult: ...
 
 
 # -- reading the card -----------------------------------------------------------------------------
@@ -171,6 +171,7 @@ class TapPipeline:
         verdicts: Verdicts | None = None,
         confirm_timeout: float = 1.5,
         after_accept: AfterAccept | None = None,
+        accept_foreign: bool = False,
         now: Callable[[], datetime] = lambda: datetime.now(UTC).astimezone(),
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -183,6 +184,7 @@ class TapPipeline:
         self.verdicts = verdicts
         self.confirm_timeout = confirm_timeout
         self.after_accept = after_accept
+        self.accept_foreign = accept_foreign
         self._now = now
         self._clock = clock
 
@@ -190,14 +192,18 @@ class TapPipeline:
     def online(self) -> bool:
         return self.verdicts is None or self.verdicts.online
 
-    def process(self, link: CardLink) -> TapResult:
-        """Read, verify, decide, record. Raises UnsupportedCard / ReaderError (nothing recorded)."""
+    def process(self, link: CardLink, *, reader: str = "") -> TapResult:
+        """Read, verify, decide, record. Raises UnsupportedCard / ReaderError (nothing recorded).
+
+        ``reader`` names the reader the card lies on: the after-accept hook uses it to find the
+        charge armed there.
+        """
         start = self._clock()
         result = self.evaluate(link, start=start)
         if self.outbox is not None:
             result = self._record(self.outbox, result, self._now())
         if result.accepted and self.after_accept is not None:
-            result = self.after_accept(result, link)
+            result = self.after_accept(result, link, reader)
         return replace(result, ms=(self._clock() - start) * 1000.0)
 
     def evaluate(self, link: CardLink, *, start: float | None = None) -> TapResult:
@@ -231,7 +237,12 @@ class TapPipeline:
         except MalformedInput:
             raise UnsupportedCard("NDEF URL is not a SUN URL (no p/c)", count.n) from None
         except UnknownCard as exc:  # before InvalidTap: it is one
-            return done(REFUSED, UNKNOWN_CARD, uid=self._reader_uid(count), detail=exc.reason)
+            uid = self._reader_uid(count)
+            if self.accept_foreign and uid is not None and self.host_allowed(host):
+                # Not ours to verify: only a charge can use it, and the issuer decides.
+                return done(ACCEPTED, None, uid=uid, verified=False,
+                            detail="foreign card: not verified by the station")
+            return done(REFUSED, UNKNOWN_CARD, uid=uid, detail=exc.reason)
         except InvalidTap as exc:
             return done(REFUSED, INVALID_TAP, uid=self._reader_uid(count), detail=exc.reason)
 
@@ -269,7 +280,7 @@ class TapPipeline:
         """Spool the decided tap (fsync), then wait briefly for the tracker's verdict."""
         if result.uid is None:
             return result  # nothing to name the card by: logged only
-        if result.accepted:
+        if result.accepted and result.verified:
             assert result.counter is not None
             key = f"{result.uid}:{result.counter}"
         else:
@@ -283,6 +294,7 @@ class TapPipeline:
             outcome=result.outcome,
             reason=result.reason,
             issuer_host=result.host,
+            verified=result.verified,
         )
         try:
             seq = outbox.append(record)

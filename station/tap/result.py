@@ -48,6 +48,9 @@ class TapResult:
     detail: str | None = None  # precise verifier reason, for the operator's log
     key: str | None = None
     claim: Any | None = None
+    # False: a foreign card (no keys of ours) let through for a charge with
+    # ``accept_foreign_cards``; the issuer is its only verifier, its counter is unknown.
+    verified: bool = True
 
     @property
     def accepted(self) -> bool:
@@ -63,6 +66,7 @@ class TapResult:
             "ms": round(self.ms, 2),
             "apdus": self.apdus,
             "recorded": self.recorded,
+            **({} if self.verified else {"verified": False}),
         }
 
 

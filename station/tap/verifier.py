@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from threading import Lock
 from typing import Protocol
 
-from station.ntag424.keys import KeyStore
+from station.ntag424.keys import KeyStore, UnknownCard
 from station.ntag424.sun import SunVerifier, parse_sun_url
 from station.settings import KeySettings
 
@@ -61,8 +61,22 @@ class KeyStoreVerifier:
         return VerifiedTap(match.uid, match.counter, card_id)
 
 
-def build_verifier(keys: KeySettings) -> TapVerifier:
-    """A verifier from the station's key settings (keys file and/or issuer key)."""
+class NoKeysVerifier:
+    """A station that holds no card keys (``accept_foreign_cards`` with no [keys]): every
+    Bolt Card is foreign to it, and only its issuer can verify a tap."""
+
+    def verify(self, url: str) -> VerifiedTap:
+        parse_sun_url(url)  # still refuse what is not a SUN URL at all
+        raise UnknownCard()
+
+
+def build_verifier(keys: KeySettings, *, foreign_ok: bool = False) -> TapVerifier:
+    """A verifier from the station's key settings (keys file and/or issuer key).
+
+    With no keys and ``foreign_ok`` (``accept_foreign_cards``), a verifier that knows no card.
+    """
+    if not keys.configured and foreign_ok:
+        return NoKeysVerifier()
     if not keys.configured:
         raise ValueError(
             "no card keys configured: set [keys] file and/or issuer_key "

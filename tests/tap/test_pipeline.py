@@ -327,19 +327,19 @@ def test_two_readers_of_one_station_cannot_both_accept_a_counter(tmp_path: Path)
 
 def test_after_accept_runs_once_per_accepted_and_recorded_tap() -> None:
     box = Outbox(":memory:")
-    seen: list[tuple[str | None, str | None, bool]] = []
+    seen: list[tuple[str | None, str | None, bool, str]] = []
 
-    def charge(result: TapResult, link: CardLink | None) -> TapResult:
-        seen.append((result.key, result.recorded, link is not None))
+    def charge(result: TapResult, link: CardLink | None, reader: str) -> TapResult:
+        seen.append((result.key, result.recorded, link is not None, reader))
         return replace(result, claim="claim-1")
 
     pipe = pipeline(memory=box, outbox=box, confirm_timeout=0, after_accept=charge)
     c = card(counter=3, frozen=True)
-    first = pipe.process(DirectLink(c))
-    second = pipe.process(DirectLink(c))  # a replay: refused, no charge
+    first = pipe.process(DirectLink(c), reader="pcsc:A")
+    second = pipe.process(DirectLink(c), reader="pcsc:A")  # a replay: refused, no charge
     assert (first.outcome, first.claim) == (ACCEPTED, "claim-1")
     assert (second.outcome, second.claim) == (REFUSED, None)
-    assert seen == [(f"{UID.hex().upper()}:3", "spooled", True)]
+    assert seen == [(f"{UID.hex().upper()}:3", "spooled", True, "pcsc:A")]
 
 
 def test_the_url_of_a_tap_is_in_no_repr_and_no_log_field() -> None:
