@@ -17,7 +17,7 @@ import uvicorn
 
 
 def serve_in_thread(
-    app: Any, host: str = "127.0.0.1", port: int = 0
+    app: Any, host: str = "127.0.0.1", port: int = 0, *, lifespan: str = "off"
 ) -> tuple[str, Callable[[], None]]:
     """Run ``app`` with uvicorn in a daemon thread; return (base URL with the real port, stop).
 
@@ -29,7 +29,8 @@ def serve_in_thread(
     sock.bind((host, port))
     sock.listen(128)
     real_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False,
+                            timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn:{real_port}", daemon=True

@@ -8,6 +8,7 @@ event to whoever follows the charge — is written once.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,7 @@ class ChargeBook:
     def __init__(self, journal: ChargeJournal, sink: ClaimSink) -> None:
         self.journal = journal
         self.sink = sink
+        self._lock = threading.Lock()
 
     def begin(self, charge: Charge, entry: JournalEntry) -> None:
         """The claim is about to be sent: journal it (raises DuplicateClaim), then tell the
@@ -54,18 +56,24 @@ class ChargeBook:
         self.sink(claim_body(charge, state=entry.state))
         charge.set_state(entry.state)
 
-    def settle(self, charge: Charge, state: str, reason: str | None) -> None:
-        """A later state of a claim that exists (claimed, pending, unknown, paid, …)."""
-        was_final = charge.final
-        self.journal.update(charge.id, state, reason)
-        self.sink(claim_body(charge, state=state, reason=reason))
-        charge.set_state(state, reason)  # last: whoever waits on the charge sees it recorded
-        if state in FINAL_STATES and not was_final and charge.events and \
-                charge.events[-1].kind == "state" and _has_outcome(charge):
+    def settle(self, charge: Charge, state: str, reason: str | None) -> bool:
+        """A later state of a claim that exists (claimed, pending, unknown, paid, …).
+
+        The runner and the invoice watcher may both see a payment land: the first one records
+        it, the second is told ``False``. A final state is never left, nor a state repeated.
+        """
+        with self._lock:
+            if charge.final or charge.state == state:
+                return False
+            self.journal.update(charge.id, state, reason)
+            self.sink(claim_body(charge, state=state, reason=reason))
+            charge.set_state(state, reason)  # last: whoever waits on it sees it recorded
+        if state in FINAL_STATES and _has_outcome(charge):
             log.info("charge settled", extra={"fields": {
                 "charge": charge.id[:8], "state": state, "amount_sats": charge.amount_sats,
                 "reason": reason,
             }})
+        return True
 
     def known(self, charge_id: str) -> bool:
         return self.journal.get(charge_id) is not None

@@ -275,6 +275,10 @@ class ChargeRegistry:
             self._charges[charge.id] = charge
             self._trim_locked()
         charge.emit("armed", **charge.public())
+        # Nobody may look at the registry while the charge waits: time it out on the dot.
+        timer = threading.Timer(wait + 0.01, self.expire)
+        timer.daemon = True
+        timer.start()
         return charge
 
     def take(self, reader: str) -> Charge | None:
@@ -309,6 +313,17 @@ class ChargeRegistry:
                 )
             charge.state = CANCELLED
         self._finish(charge, CANCELLED, "cancelled by the merchant")
+        return charge
+
+    def refuse(self, charge_id: str, reason: str) -> Charge | None:
+        """End a charge still armed as refused (its one tap was refused before any claim)."""
+        with self._lock:
+            charge = self._charges.get(charge_id)
+            if charge is None or charge.state != ARMED:
+                return None
+            charge.state = REFUSED
+        charge.fault = "station"
+        self._finish(charge, REFUSED, reason)
         return charge
 
     def armed(self) -> list[Charge]:

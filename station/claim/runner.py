@@ -124,6 +124,7 @@ class ChargeRunner:
         except OutcomeUnknown:
             self._settle(charge, states.UNKNOWN,
                          "the issuer did not answer the claim; watching the invoice")
+            self._await_payment(charge, _invoice_of(charge))
         except InvoiceSourceError as exc:
             self._refuse(charge, str(exc), fault="environment")
         except ClaimError as exc:  # host not allowed, bad withdrawRequest, amount, PIN missing

@@ -36,7 +36,7 @@ class InvoiceWatcher:
     def __init__(
         self,
         source: InvoiceSource | None,
-        settle: Callable[[Charge, str, str | None], None],
+        settle: Callable[[Charge, str, str | None], object],
         *,
         first_delay: float = 0.5,
         max_delay: float = 30.0,

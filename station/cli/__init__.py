@@ -31,6 +31,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "card",
     "readers",
     "run",
+    "charge",
     "demo",
 )
 

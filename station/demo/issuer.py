@@ -31,14 +31,11 @@ import contextlib
 import hmac
 import json
 import logging
-import socket
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import bolt11
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -57,6 +54,7 @@ from station.demo.books import (
 from station.demo.payer import Payer, PayError
 from station.demo.webhooks import DEFAULT_RETRY_DELAYS_S, WebhookSender, WebhookTarget
 from station.ntag424 import keys as keymod
+from station.serve import serve_in_thread as serve
 
 __all__ = [
     "CardConfig",
@@ -589,34 +587,7 @@ def _card_answer(card: Card, lnurlw: str) -> dict[str, Any]:
 def serve_in_thread(
     app: FastAPI, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[str, Callable[[], None]]:
-    """Run ``app`` under uvicorn in a daemon thread; ``(base_url, stop)`` once it listens.
-
-    Binds the socket first so that ``port=0`` yields the real port in ``base_url``.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    real_port = sock.getsockname()[1]
-    base_url = f"http://{host}:{real_port}"
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="demo-issuer", daemon=True
-    )
-    thread.start()
-    for _ in range(500):
-        if server.started or not thread.is_alive():
-            break
-        threading.Event().wait(0.01)
-    if not server.started:
-        sock.close()
-        raise RuntimeError("the demo issuer did not start")
+    """Run the issuer on loopback (with its lifespan: the webhook sender); ``(base_url, stop)``."""
+    base_url, stop = serve(app, host, port, lifespan="on")
     log.warning("demo issuer (TEST PEER, not a production issuer) listening on %s", base_url)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
     return base_url, stop

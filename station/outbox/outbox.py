@@ -282,6 +282,17 @@ class Outbox:
             ).fetchone()
         return None if row is None else _entry(row)
 
+    def entries(self, kind: str | None = None, limit: int = 10_000) -> list[OutboxEntry]:
+        """Records in spool order (all, or one ``kind``): for operators and tests."""
+        sql = "SELECT seq, kind, body, state, attempts FROM outbox"
+        params: tuple[Any, ...] = ()
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            params = (kind,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY seq LIMIT ?", (*params, limit)).fetchall()
+        return [_entry(row) for row in rows]
+
     def delivery(self, seq: int) -> Delivery | None:
         """The settled answer of a record, or ``None`` while it is pending."""
         with self._lock:

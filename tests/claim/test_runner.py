@@ -189,6 +189,7 @@ def test_issuer_refusing_the_callback_is_refused_with_its_words(rig: Rig) -> Non
 
 def test_callback_timeout_becomes_unknown_then_paid_from_the_invoice(rig: Rig) -> None:
     rig.issuer.drop_after_paying = True
+    rig.runner.settle_wait = 0  # leave it all to the background watcher
     charge = rig.registry.arm(2100)
     rig.runner.run(rig.registry.take("r"), tap())
     assert charge.state == states.UNKNOWN
