@@ -20,9 +20,10 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check station tracker tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict station/ntag424 station/emulator
+	$(BIN)/mypy --strict station/ntag424 station/emulator station/invoices station/claim
 
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
