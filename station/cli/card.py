@@ -1,7 +1,7 @@
 """``station card``: the card tools of a Bolt Card station.
 
 * ``check``, ``provision``, ``wipe`` work on a card in a real reader (``--backend pcsc`` or
-  ``nfcpy``) or on an emulated card (``--backend emulated --state FILE``); their logic lives in
+  ``nfcpy``) or on an emulated card (``--backend emulated --card-state FILE``); their logic lives in
   :mod:`station.cardtools`, this module only parses options and renders results.
 * ``emulate`` creates, provisions and taps a software Bolt Card that keeps its counter.
 
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from station.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_NEGATIVE, EXIT_OK
+from station.cli.emulated import add_emulated_options, check_emulated_options
+from station.cli.options import BadInput as OptionError
 
 if TYPE_CHECKING:
     from station.emulator.card import EmulatedCard
@@ -48,8 +50,12 @@ def register(subparsers: Any) -> None:
         help="create/provision a software Bolt Card and tap it",
         description=_EMULATE_DESCRIPTION,
     )
-    emulate.add_argument("--state", required=True, metavar="FILE", help="card state JSON file")
+    emulate.add_argument("--card-state", dest="card_state", metavar="FILE",
+                         help="card state JSON file")
+    emulate.add_argument("--state", dest="card_state", help=argparse.SUPPRESS)
     emulate.add_argument("--uid", metavar="HEX", help="7-byte UID for a new card (default: random)")
+    emulate.add_argument("--blank", action="store_true",
+                         help="only create a factory-fresh card (no provisioning, no taps)")
     keys = emulate.add_mutually_exclusive_group()
     keys.add_argument("--issuer-key", metavar="HEX", help="derive Bolt Card keys from this key")
     keys.add_argument("--keys-out", metavar="FILE", help="random keys, saved to FILE as JSON")
@@ -130,9 +136,13 @@ def run_emulate(args: argparse.Namespace) -> int:
         from station import cardtools as ct
         from station.emulator import store
 
-        path = Path(args.state)
+        if args.card_state is None:
+            raise ct.BadInput("give --card-state FILE (the emulated card's JSON state)")
+        path = Path(args.card_state)
         if args.taps < 0:
             raise ct.BadInput("--taps must be 0 or more")
+        if args.blank:
+            return _emulate_blank(args, path)
         card, created = _load_or_create(path, args.uid)
         provisioned = False
         if _is_blank(card):
@@ -151,6 +161,20 @@ def run_emulate(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run_tool(_PROG, body)
+
+
+def _emulate_blank(args: argparse.Namespace, path: Path) -> int:
+    """``--blank``: a factory-fresh card, as NXP ships it; an existing file is never replaced."""
+    from station import cardtools as ct
+
+    if path.exists():
+        raise ct.BadInput(f"{path} exists; --blank only creates new cards (move it away first)")
+    if args.issuer_key or args.keys_out:
+        raise ct.BadInput("--blank makes a factory-fresh card: leave out the key options")
+    card, _created = _load_or_create(path, args.uid)
+    _emit(args, {"event": "card", "uid": card.uid.hex().upper(), "created": True,
+                 "provisioned": False, "state": str(path)})
+    return EXIT_OK
 
 
 def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str | None = None) -> None:
@@ -181,9 +205,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=10.0, metavar="SECONDS",
         help="how long to wait for a card (default: %(default)g)",
     )
-    where.add_argument(
-        "--state", metavar="FILE", help="emulated backend: the emulated card's JSON state file"
-    )
+    add_emulated_options(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -215,6 +237,9 @@ def _register_tools(actions: Any) -> None:
     check.add_argument("--signature-key", metavar="HEX",
                        help="check the originality signature against this secp224r1 public key "
                        "instead of NXP's (tests with emulated cards)")
+    check.add_argument("--trust-test-signature", action="store_true",
+                       help="accept the emulated card's published TEST signing key instead of "
+                       "NXP's (rehearsals only: a real card must be NXP-signed)")
     t = check.add_argument_group("tracker (optional)")
     t.add_argument("--tracker-url", metavar="URL", help="tracker base URL")
     t.add_argument("--station-token", metavar="TOKEN",
@@ -258,16 +283,17 @@ def _register_tools(actions: Any) -> None:
 
 
 def _choice(args: argparse.Namespace, *, create: bool = False) -> Any:
-    from station.cardtools import BadInput, ReaderChoice
+    from station.cardtools import ReaderChoice
 
-    if args.state is not None and args.backend != "emulated":
-        raise BadInput("--state only applies to --backend emulated")
+    check_emulated_options(args)
     return ReaderChoice(
         backend=args.backend,
         reader=args.reader,
         timeout=args.timeout,
-        state=Path(args.state) if args.state else None,
+        state=args.card_state,
         create_state=create,
+        pull_after=args.pull_after,
+        pull_during=args.pull_during,
     )
 
 
@@ -341,6 +367,9 @@ def _run_tool(prog: str, body: Any) -> int:
     )
     try:
         return int(body())
+    except OptionError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except ct.CardToolError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         for kind, code in codes:
@@ -357,8 +386,14 @@ def run_check(args: argparse.Namespace) -> int:
         source = _check_sources(args)
         tracker = _tracker(args)
         sig_key = None
+        if args.signature_key is not None and args.trust_test_signature:
+            raise ct.BadInput("give --signature-key or --trust-test-signature, not both")
         if args.signature_key is not None:
             sig_key = ct.parse_hex(args.signature_key, "--signature-key", 57)
+        if args.trust_test_signature:
+            from station.emulator.card import TEST_ORIGINALITY_PUBLIC_KEY
+
+            sig_key = TEST_ORIGINALITY_PUBLIC_KEY
         result = ct.check(choice, source, signature_key=sig_key, tracker=tracker)
         if args.json:
             print(json.dumps(result.to_dict(), indent=2))

@@ -49,7 +49,7 @@ def state(tmp_path: Path) -> Path:
 
 
 def emulated(state: Path) -> list[str]:
-    return ["--backend", "emulated", "--state", str(state)]
+    return ["--backend", "emulated", "--card-state", str(state)]
 
 
 def test_provision_check_wipe_check_from_a_shell(tmp_path: Path) -> None:
