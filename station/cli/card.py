@@ -248,38 +248,9 @@ def _register_tools(actions: Any) -> None:
                    help="read the tracker's database directly (same machine)")
     check.set_defaults(func=run_check)
 
-    prov = actions.add_parser(
-        "provision",
-        help="program a blank card as a Bolt Card, read it back and verify",
-        description="Program a factory-fresh card (URL template, SDM settings, keys 1-4 then 0), "
-        "read it back and verify it. A card that is not blank is refused (exit 1).",
-    )
-    _common_options(prov)
-    prov.add_argument("--url-template", required=True, metavar="URL",
-                      help="lnurlw://host/path (p=<32 zeros>&c=<16 zeros> added when missing)")
-    src = prov.add_mutually_exclusive_group(required=True)
-    _issuer_options(src)
-    src.add_argument("--keys-json", metavar="FILE", help="a new_bolt_card_response JSON file")
-    _version_option(prov)
-    prov.add_argument("--keys-out", metavar="FILE",
-                      help="add the card's keys to this station keys file (mode 0600)")
-    prov.add_argument("--print-keys", action="store_true",
-                      help="print the new_bolt_card_response JSON, keys included")
-    prov.set_defaults(func=run_provision)
+    from station.cli import card_write
 
-    wipe = actions.add_parser(
-        "wipe",
-        help="restore factory keys and settings, after proving the keys with SUN",
-        description="Prove the keys first (SUN check, key 0, 3 and 4 authenticate), then restore "
-        "factory file settings, NDEF contents and keys. Wrong keys leave the card unchanged.",
-    )
-    _common_options(wipe)
-    src = wipe.add_mutually_exclusive_group(required=True)
-    src.add_argument("--keys-json", metavar="FILE", help="a new_bolt_card_response JSON file")
-    _issuer_options(src)
-    src.add_argument("--wipe-json", metavar="FILE", help='a wipe JSON ({"action": "wipe", ...})')
-    _version_option(wipe)
-    wipe.set_defaults(func=run_wipe)
+    card_write.register(actions)
 
 
 def _choice(args: argparse.Namespace, *, create: bool = False) -> Any:
@@ -412,63 +383,3 @@ def run_check(args: argparse.Namespace) -> int:
         return EXIT_OK if result.ok else EXIT_NEGATIVE
 
     return _run_tool("station card check", body)
-
-
-def run_provision(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from station import cardtools as ct
-        from station.ntag424 import keys
-
-        choice = _choice(args, create=True)
-        _check_version_option(args)
-        template = ct.url_template(args.url_template)
-        card_keys: Any
-        if args.issuer_key is not None:
-            issuer = ct.parse_hex(args.issuer_key, "--issuer-key", 16)
-            version = _version(args)
-
-            def card_keys(uid: bytes) -> keys.KeySet:
-                return keys.derive_keys(issuer, uid, version)
-        else:
-            card_keys = ct.load_program(Path(args.keys_json)).keys
-            version = ct.check_key_version(card_keys.version)
-        if args.keys_out is not None:
-            ct.check_keys_file(Path(args.keys_out))  # refuse before the card is written
-        result = ct.provision(choice, template, card_keys, version)
-        if args.keys_out is not None:
-            ct.add_to_keys_file(Path(args.keys_out), result.card_response())
-        if args.print_keys:
-            print(json.dumps(result.card_response(), indent=2))
-        elif args.json:
-            print(json.dumps(result.to_dict(), indent=2))
-        else:
-            print(f"card {result.to_dict()['uid']} provisioned and verified "
-                  f"(key version {result.key_version}, counter {result.counter})")
-            print(result.url)
-        return EXIT_OK
-
-    return _run_tool("station card provision", body)
-
-
-def run_wipe(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from station import cardtools as ct
-
-        choice = _choice(args)
-        _check_version_option(args)
-        if args.issuer_key is not None:
-            issuer = ct.parse_hex(args.issuer_key, "--issuer-key", 16)
-            source = ct.KeySource(store=ct.issuer_store(issuer, _version(args)))
-        elif args.keys_json is not None:
-            source = ct.KeySource(fixed=ct.load_program(Path(args.keys_json)).keys)
-        else:
-            source = ct.KeySource(fixed=ct.load_wipe_keys(Path(args.wipe_json)))
-        result = ct.wipe(choice, source)
-        if args.json:
-            print(json.dumps(result.to_dict(), indent=2))
-        else:
-            print(f"card {result.to_dict()['uid']} wiped: factory keys and settings restored "
-                  f"(last counter {result.last_counter})")
-        return EXIT_OK
-
-    return _run_tool("station card wipe", body)

@@ -92,7 +92,7 @@ def test_pull_after_leaves_a_half_written_card_and_says_so(tmp_path: Path) -> No
     path = tmp_path / "card.json"
     _factory(path)
     proc = run_station("card", "provision", "--backend", "emulated", "--card-state", str(path),
-                       "--url-template", URL, "--issuer-key", ISSUER, "--pull-after", "14")
+                       "--url-template", URL, "--issuer-key", ISSUER, "--pull-after", "22")
     assert proc.returncode == 3, proc.stderr
     assert "left the field" in proc.stderr
     versions = json.loads(path.read_text())["key_versions"]
