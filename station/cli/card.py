@@ -248,9 +248,10 @@ def _register_tools(actions: Any) -> None:
                    help="read the tracker's database directly (same machine)")
     check.set_defaults(func=run_check)
 
-    from station.cli import card_write
+    from station.cli import card_keystore, card_write
 
     card_write.register(actions)
+    card_keystore.register(actions)
 
 
 def _choice(args: argparse.Namespace, *, create: bool = False) -> Any:
