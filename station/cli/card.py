@@ -237,6 +237,10 @@ def _register_tools(actions: Any) -> None:
     check.add_argument("--signature-key", metavar="HEX",
                        help="check the originality signature against this secp224r1 public key "
                        "instead of NXP's (tests with emulated cards)")
+    check.add_argument("--allowed-host", action="append", metavar="HOST",
+                       help="the URL's host must be one of these (repeatable)")
+    check.add_argument("--config", type=Path, metavar="FILE",
+                       help="station settings: use its allowed_hosts")
     check.add_argument("--trust-test-signature", action="store_true",
                        help="accept the emulated card's published TEST signing key instead of "
                        "NXP's (rehearsals only: a real card must be NXP-signed)")
@@ -350,6 +354,21 @@ def _run_tool(prog: str, body: Any) -> int:
         return EXIT_NEGATIVE
 
 
+def _allowed_hosts(args: argparse.Namespace) -> list[str]:
+    """``--allowed-host`` (repeatable), else the daemon's ``allowed_hosts`` from ``--config``."""
+    if args.allowed_host:
+        return [h.lower() for h in args.allowed_host]
+    if args.config is None:
+        return []
+    from station.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        raise OptionError(f"--config {args.config}: {exc}") from None
+    return [str(h).lower() for h in getattr(settings, "allowed_hosts", ()) or ()]
+
+
 def run_check(args: argparse.Namespace) -> int:
     def body() -> int:
         from station import cardtools as ct
@@ -366,17 +385,20 @@ def run_check(args: argparse.Namespace) -> int:
             from station.emulator.card import TEST_ORIGINALITY_PUBLIC_KEY
 
             sig_key = TEST_ORIGINALITY_PUBLIC_KEY
-        result = ct.check(choice, source, signature_key=sig_key, tracker=tracker)
+        result = ct.check(choice, source, signature_key=sig_key, tracker=tracker,
+                          allowed_hosts=_allowed_hosts(args))
+        lines = result.to_dict()["checks"]
         if args.json:
-            print(json.dumps(result.to_dict(), indent=2))
+            print(json.dumps([{k: c[k] for k in ("check", "result", "detail", "hint")}
+                              for c in lines], indent=2))
         else:
             uid = result.uid.hex().upper() if result.uid else "(UID hidden)"
             print(f"card {uid}")
-            width = max(len(c.name) for c in result.report.checks)
-            for c in result.report.checks:
-                mark = "PASS" if c.ok else "FAIL"
-                print(f"{mark}  {c.name:<{width}}  {c.detail}".rstrip())
-            failed = sum(not c.ok for c in result.report.checks)
+            width = max(len(c["check"]) for c in lines)
+            for c in lines:
+                hint = f"  -> {c['hint']}" if c["hint"] else ""
+                print(f"{c['result']:<4}  {c['check']:<{width}}  {c['detail']}{hint}".rstrip())
+            failed = sum(c["result"] == "fail" for c in lines)
             print("all checks passed" if not failed else f"{failed} check(s) failed")
         if result.environment_problem is not None:
             print(f"station card check: {result.environment_problem}", file=sys.stderr)
