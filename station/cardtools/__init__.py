@@ -27,7 +27,9 @@ from station.cardtools.check import (
     database_tracker,
     http_tracker,
 )
+from station.cardtools.classify import Classification, classify_flow
 from station.cardtools.errors import BadInput, CardToolError, EnvironmentProblem, NoCard, Refused
+from station.cardtools.journal import MAX_FAILED_AUTHS, Journal
 from station.cardtools.keysource import (
     KeySource,
     UidKeys,
@@ -47,14 +49,18 @@ from station.cardtools.provision import (
     url_template,
 )
 from station.cardtools.reader import DEFAULT_TIMEOUT, ReaderChoice, card_on_reader, run_flow
-from station.cardtools.wipe import WipeResult, wipe, wipe_flow
+from station.cardtools.redact import redact_url
+from station.cardtools.wipe import WipeResult, wipe
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "MAX_FAILED_AUTHS",
     "BadInput",
     "CardToolError",
     "CheckResult",
+    "Classification",
     "EnvironmentProblem",
+    "Journal",
     "KeySource",
     "NoCard",
     "ProvisionResult",
@@ -71,6 +77,7 @@ __all__ = [
     "check_flow",
     "check_key_version",
     "check_keys_file",
+    "classify_flow",
     "database_tracker",
     "file_store",
     "http_tracker",
@@ -80,8 +87,8 @@ __all__ = [
     "load_wipe_keys",
     "parse_hex",
     "provision",
+    "redact_url",
     "run_flow",
     "url_template",
     "wipe",
-    "wipe_flow",
 ]

@@ -5,13 +5,15 @@ what the tracker last saw."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from station.cardtools.check_extra import HINTS, extra_flow, result_of
 from station.cardtools.errors import EnvironmentProblem, Refused, card_error
 from station.cardtools.keysource import KeySource, identify_keys
 from station.cardtools.reader import ReaderChoice, card_on_reader, run_flow
+from station.cardtools.redact import redact_url
 from station.ntag424 import flows, keys, sun
 from station.ntag424.apdu import Flow
 from station.ntag424.errors import InvalidTap, Ntag424Error, UsageError
@@ -86,7 +88,7 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        return self.report.ok
+        return all(c.ok or result_of(c.name, c.ok) == "warn" for c in self.report.checks)
 
     def to_dict(self) -> dict[str, Any]:
         out = self.report.to_dict()
@@ -96,8 +98,11 @@ class CheckResult:
             if self.tracker is None
             else {"status": self.tracker.status, "last_counter": self.tracker.last_counter}
         )
+        out["url"] = redact_url(self.report.url)
         out["checks"] = [
-            {"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.report.checks
+            {"check": c.name, "name": c.name, "ok": c.ok, "result": result_of(c.name, c.ok),
+             "detail": c.detail, "hint": "" if c.ok else HINTS.get(c.name, "")}
+            for c in self.report.checks
         ]
         return out
 
@@ -107,6 +112,7 @@ def check_flow(
     rng: Rng,
     *,
     signature_key: bytes | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> Flow[CheckResult]:
     """:func:`flows.check_card` with the keys resolved for this card and the extra lines."""
     uid: bytes | None = None
@@ -141,6 +147,10 @@ def check_flow(
         uid = report.sun_uid
     _check_key_versions(report, card_keys)
     _complete_lines(report)
+    yield from extra_flow(report, card_keys, allowed_hosts, rng)
+    for i, c in enumerate(report.checks):
+        if c.name == "ndef_url":
+            report.checks[i] = flows.Check(c.name, c.ok, redact_url(c.detail) or "")
     return CheckResult(report, uid=uid)
 
 
@@ -238,11 +248,13 @@ def check(
     signature_key: bytes | None = None,
     tracker: TrackerLookup | None = None,
     rng: Rng = os.urandom,
+    allowed_hosts: Sequence[str] = (),
 ) -> CheckResult:
     """Inspect the card on the reader (changes nothing but the SDM read counter)."""
     with card_on_reader(choice) as link:
         try:
-            flow = check_flow(source, rng, signature_key=signature_key)
+            flow = check_flow(source, rng, signature_key=signature_key,
+                              allowed_hosts=allowed_hosts)
             result: CheckResult = run_flow(link, flow)
         except Ntag424Error as exc:
             raise Refused(f"not a working NTAG 424 DNA: {card_error(exc)}") from None

@@ -3,20 +3,18 @@ back to its state file (:mod:`station.emulator.store`), so shell runs chain like
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from station.cardtools.errors import BadInput, EnvironmentProblem, NoCard
-from station.emulator import store
-from station.emulator.card import EmulatedCard
 from station.ntag424 import flows
 from station.ntag424.apdu import Flow
 from station.readers import registry
 from station.readers.base import CardLink, CardRemoved, Reader, ReaderError
-from station.readers.emulated import EmulatedReader
+from station.readers.emulated import open_state_card
 
 DEFAULT_TIMEOUT: Final = 10.0
 
@@ -31,26 +29,30 @@ class ReaderChoice:
     state: Path | None = None
     create_state: bool = False
     """Emulated only: a missing state file becomes a factory-fresh card (for provision)."""
+    pull_after: int | None = None
+    """Emulated only (rehearsal): the card answers this many APDUs, then leaves the field."""
+    pull_during: int | None = None
+    """Emulated only (rehearsal): the card executes this APDU, its answer is lost, it leaves."""
 
 
-def _emulated_card(choice: ReaderChoice) -> tuple[Path, EmulatedCard]:
+def _emulated(choice: ReaderChoice) -> tuple[Reader, Callable[[], None]]:
     if choice.state is None:
-        raise BadInput("the emulated backend needs --state FILE (the emulated card's JSON state)")
+        raise BadInput("the emulated backend needs --card-state FILE (the card's JSON state)")
     if not choice.state.exists() and not choice.create_state:
-        raise BadInput(f"--state {choice.state}: no such card state (provision creates one)")
+        raise BadInput(f"--card-state {choice.state}: no such card state (provision creates one)")
     try:
-        card, _created = store.load_or_create(choice.state)
-    except (store.StateError, OSError) as exc:
-        raise BadInput(f"--state {choice.state}: {exc}") from None
-    return choice.state, card
+        reader, _card, save = open_state_card(
+            choice.state, create=choice.create_state, pull_after=choice.pull_after,
+            pull_during=choice.pull_during, name=choice.reader or "Emulated reader",
+        )
+    except ValueError as exc:  # StateError is one; so is a bad pull count
+        raise BadInput(f"--card-state {choice.state}: {exc}") from None
+    except OSError as exc:
+        raise BadInput(f"--card-state {choice.state}: {exc}") from None
+    return reader, save
 
 
-def _open(choice: ReaderChoice, card: EmulatedCard | None) -> Reader:
-    """The reader; an emulated one gets the card presented (the registry's has none)."""
-    if card is not None:
-        emulated = EmulatedReader(choice.reader or "Emulated reader")
-        emulated.present(card)
-        return emulated
+def _open(choice: ReaderChoice) -> Reader:
     try:
         return registry.open_reader(choice.backend, choice.reader)
     except ReaderError as exc:
@@ -72,8 +74,11 @@ def card_on_reader(choice: ReaderChoice) -> Iterator[CardLink]:
         raise BadInput(f"unknown backend {choice.backend!r}; use one of {known}")
     if choice.timeout <= 0:
         raise BadInput("--timeout must be more than 0 seconds")
-    emulated = _emulated_card(choice) if choice.backend == "emulated" else None
-    reader = _open(choice, emulated[1] if emulated is not None else None)
+    save: Callable[[], None] | None = None
+    if choice.backend == "emulated":
+        reader, save = _emulated(choice)
+    else:
+        reader = _open(choice)
     try:
         try:
             link = reader.wait_for_card(choice.timeout)
@@ -94,8 +99,8 @@ def card_on_reader(choice: ReaderChoice) -> Iterator[CardLink]:
             link.close()
     finally:
         reader.close()
-        if emulated is not None:
-            store.save(*emulated)
+        if save is not None:
+            save()
 
 
 def run_flow(link: CardLink, flow: Flow[Any]) -> Any:

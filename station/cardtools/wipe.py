@@ -1,4 +1,10 @@
-"""``station card wipe``: prove the keys, then restore the card's factory state."""
+"""``station card wipe``: restore the factory state from any state our procedures leave.
+
+Classification first (no key spent). A configured card proves K1/K2 with its SUN URL and the
+other keys by authentication; a card whose SUN message is gone (a wipe or a provision cut
+off half-way) proves every changed key by authentication with the key its version calls for.
+Keys 4..1 are changed back before key 0, so a wipe cut off again is still recognisable.
+"""
 
 from __future__ import annotations
 
@@ -7,51 +13,68 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from station.cardtools.errors import Refused, card_error
-from station.cardtools.keysource import KeySource, identify_keys
-from station.cardtools.reader import ReaderChoice, card_on_reader, run_flow
-from station.ntag424 import flows
-from station.ntag424.apdu import Flow
-from station.ntag424.errors import AuthenticationError, InvalidTap, Ntag424Error
+from station.cardtools import classify, procedure
+from station.cardtools.errors import Refused
+from station.cardtools.journal import Journal
+from station.cardtools.keysource import KeySource
+from station.cardtools.reader import ReaderChoice, card_on_reader
+from station.cardtools.rekey import Target, plan
+from station.ntag424 import keys
 
 Rng = Callable[[int], bytes]
+WIPEABLE = (classify.CONFIGURED, classify.PARTIAL_PROVISION, classify.PARTIAL_WIPE)
 
 
 @dataclass(frozen=True)
 class WipeResult:
     uid: bytes
-    last_counter: int
+    last_counter: int | None
+    found: str = ""
+    dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"uid": self.uid.hex().upper(), "last_counter": self.last_counter, "wiped": True}
+        return {"uid": self.uid.hex().upper(), "last_counter": self.last_counter,
+                "wiped": not self.dry_run, "found": self.found, "dry_run": self.dry_run}
 
 
-def wipe_flow(source: KeySource, rng: Rng) -> Flow[flows.WipeReport]:
-    card_keys = source.fixed
-    if card_keys is None and source.store is not None:
-        _uid, card_keys = yield from identify_keys(source.store)
-    if card_keys is None:
-        raise Refused("none of the keys given belong to this card; the card was not changed")
-    report: flows.WipeReport = yield from flows.wipe_card(card_keys, rng)
-    return report
+def keys_for_source(source: KeySource) -> classify.KeysFor | None:
+    if source.fixed is not None:
+        fixed = source.fixed
+        return lambda _uid: fixed
+    if source.store is not None:
+        store = source.store
+        return store.keys_for
+    return None
 
 
-def wipe(choice: ReaderChoice, source: KeySource, *, rng: Rng = os.urandom) -> WipeResult:
-    """Prove the keys with a SUN check and key authentication, then restore factory state."""
-    with card_on_reader(choice) as link:
-        try:
-            report = run_flow(link, wipe_flow(source, rng))
-        except InvalidTap:
+def wipe(
+    choice: ReaderChoice,
+    source: KeySource,
+    *,
+    rng: Rng = os.urandom,
+    journal: Journal | None = None,
+    dry_run: bool = False,
+    plan_out: Callable[[str], None] | None = None,
+    keys_override: Callable[[bytes], keys.KeySet | None] | None = None,
+) -> WipeResult:
+    """Classify, then restore factory keys, file settings and an empty NDEF file."""
+    journal = journal if journal is not None else Journal(None)
+    keys_for = keys_override or keys_for_source(source)
+    with card_on_reader(choice) as raw:
+        link = procedure.Counter(raw)
+        found = procedure.classify(link, keys_for)
+        if found.state == classify.BLANK:
+            raise Refused("the card is already blank (factory keys, no SDM); nothing to wipe, "
+                          "the card was not changed")
+        if found.state not in WIPEABLE or found.uid is None:
             raise Refused(
-                "the keys do not verify this card's SUN message (wrong keys, or the card is "
-                "blank); the card was not changed"
-            ) from None
-        except flows.ReadbackMismatch as exc:
-            raise Refused(f"wipe read-back failed: {exc}; run `station card check`") from None
-        except Ntag424Error as exc:
-            if isinstance(exc, AuthenticationError):
-                raise Refused(
-                    "the keys do not authenticate on this card; the card was not changed"
-                ) from None
-            raise Refused(f"wipe failed: {card_error(exc)}") from None
-    return WipeResult(report.uid, report.last_counter)
+                f"none of the keys given belong to this card ({found.state}: {found.detail}); "
+                "the card was not changed and no authentication was tried"
+            )
+        target = Target.factory()
+        if dry_run:
+            for step in plan(found, target):
+                (plan_out or print)(step)
+            return WipeResult(found.uid, found.sun_counter, found.state, dry_run=True)
+        out = procedure.act(link, found, target, journal, "wipe", rng)
+    return WipeResult(out.uid, found.sun_counter, found.state)

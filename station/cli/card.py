@@ -1,7 +1,7 @@
 """``station card``: the card tools of a Bolt Card station.
 
 * ``check``, ``provision``, ``wipe`` work on a card in a real reader (``--backend pcsc`` or
-  ``nfcpy``) or on an emulated card (``--backend emulated --state FILE``); their logic lives in
+  ``nfcpy``) or on an emulated card (``--backend emulated --card-state FILE``); their logic lives in
   :mod:`station.cardtools`, this module only parses options and renders results.
 * ``emulate`` creates, provisions and taps a software Bolt Card that keeps its counter.
 
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from station.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_NEGATIVE, EXIT_OK
+from station.cli.emulated import add_emulated_options, check_emulated_options
+from station.cli.options import BadInput as OptionError
 
 if TYPE_CHECKING:
     from station.emulator.card import EmulatedCard
@@ -48,8 +50,12 @@ def register(subparsers: Any) -> None:
         help="create/provision a software Bolt Card and tap it",
         description=_EMULATE_DESCRIPTION,
     )
-    emulate.add_argument("--state", required=True, metavar="FILE", help="card state JSON file")
+    emulate.add_argument("--card-state", dest="card_state", metavar="FILE",
+                         help="card state JSON file")
+    emulate.add_argument("--state", dest="card_state", help=argparse.SUPPRESS)
     emulate.add_argument("--uid", metavar="HEX", help="7-byte UID for a new card (default: random)")
+    emulate.add_argument("--blank", action="store_true",
+                         help="only create a factory-fresh card (no provisioning, no taps)")
     keys = emulate.add_mutually_exclusive_group()
     keys.add_argument("--issuer-key", metavar="HEX", help="derive Bolt Card keys from this key")
     keys.add_argument("--keys-out", metavar="FILE", help="random keys, saved to FILE as JSON")
@@ -130,9 +136,13 @@ def run_emulate(args: argparse.Namespace) -> int:
         from station import cardtools as ct
         from station.emulator import store
 
-        path = Path(args.state)
+        if args.card_state is None:
+            raise ct.BadInput("give --card-state FILE (the emulated card's JSON state)")
+        path = Path(args.card_state)
         if args.taps < 0:
             raise ct.BadInput("--taps must be 0 or more")
+        if args.blank:
+            return _emulate_blank(args, path)
         card, created = _load_or_create(path, args.uid)
         provisioned = False
         if _is_blank(card):
@@ -151,6 +161,20 @@ def run_emulate(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run_tool(_PROG, body)
+
+
+def _emulate_blank(args: argparse.Namespace, path: Path) -> int:
+    """``--blank``: a factory-fresh card, as NXP ships it; an existing file is never replaced."""
+    from station import cardtools as ct
+
+    if path.exists():
+        raise ct.BadInput(f"{path} exists; --blank only creates new cards (move it away first)")
+    if args.issuer_key or args.keys_out:
+        raise ct.BadInput("--blank makes a factory-fresh card: leave out the key options")
+    card, _created = _load_or_create(path, args.uid)
+    _emit(args, {"event": "card", "uid": card.uid.hex().upper(), "created": True,
+                 "provisioned": False, "state": str(path)})
+    return EXIT_OK
 
 
 def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str | None = None) -> None:
@@ -181,9 +205,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=10.0, metavar="SECONDS",
         help="how long to wait for a card (default: %(default)g)",
     )
-    where.add_argument(
-        "--state", metavar="FILE", help="emulated backend: the emulated card's JSON state file"
-    )
+    add_emulated_options(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -215,6 +237,13 @@ def _register_tools(actions: Any) -> None:
     check.add_argument("--signature-key", metavar="HEX",
                        help="check the originality signature against this secp224r1 public key "
                        "instead of NXP's (tests with emulated cards)")
+    check.add_argument("--allowed-host", action="append", metavar="HOST",
+                       help="the URL's host must be one of these (repeatable)")
+    check.add_argument("--config", type=Path, metavar="FILE",
+                       help="station settings: use its allowed_hosts")
+    check.add_argument("--trust-test-signature", action="store_true",
+                       help="accept the emulated card's published TEST signing key instead of "
+                       "NXP's (rehearsals only: a real card must be NXP-signed)")
     t = check.add_argument_group("tracker (optional)")
     t.add_argument("--tracker-url", metavar="URL", help="tracker base URL")
     t.add_argument("--station-token", metavar="TOKEN",
@@ -223,51 +252,24 @@ def _register_tools(actions: Any) -> None:
                    help="read the tracker's database directly (same machine)")
     check.set_defaults(func=run_check)
 
-    prov = actions.add_parser(
-        "provision",
-        help="program a blank card as a Bolt Card, read it back and verify",
-        description="Program a factory-fresh card (URL template, SDM settings, keys 1-4 then 0), "
-        "read it back and verify it. A card that is not blank is refused (exit 1).",
-    )
-    _common_options(prov)
-    prov.add_argument("--url-template", required=True, metavar="URL",
-                      help="lnurlw://host/path (p=<32 zeros>&c=<16 zeros> added when missing)")
-    src = prov.add_mutually_exclusive_group(required=True)
-    _issuer_options(src)
-    src.add_argument("--keys-json", metavar="FILE", help="a new_bolt_card_response JSON file")
-    _version_option(prov)
-    prov.add_argument("--keys-out", metavar="FILE",
-                      help="add the card's keys to this station keys file (mode 0600)")
-    prov.add_argument("--print-keys", action="store_true",
-                      help="print the new_bolt_card_response JSON, keys included")
-    prov.set_defaults(func=run_provision)
+    from station.cli import card_keystore, card_write
 
-    wipe = actions.add_parser(
-        "wipe",
-        help="restore factory keys and settings, after proving the keys with SUN",
-        description="Prove the keys first (SUN check, key 0, 3 and 4 authenticate), then restore "
-        "factory file settings, NDEF contents and keys. Wrong keys leave the card unchanged.",
-    )
-    _common_options(wipe)
-    src = wipe.add_mutually_exclusive_group(required=True)
-    src.add_argument("--keys-json", metavar="FILE", help="a new_bolt_card_response JSON file")
-    _issuer_options(src)
-    src.add_argument("--wipe-json", metavar="FILE", help='a wipe JSON ({"action": "wipe", ...})')
-    _version_option(wipe)
-    wipe.set_defaults(func=run_wipe)
+    card_write.register(actions)
+    card_keystore.register(actions)
 
 
 def _choice(args: argparse.Namespace, *, create: bool = False) -> Any:
-    from station.cardtools import BadInput, ReaderChoice
+    from station.cardtools import ReaderChoice
 
-    if args.state is not None and args.backend != "emulated":
-        raise BadInput("--state only applies to --backend emulated")
+    check_emulated_options(args)
     return ReaderChoice(
         backend=args.backend,
         reader=args.reader,
         timeout=args.timeout,
-        state=Path(args.state) if args.state else None,
+        state=args.card_state,
         create_state=create,
+        pull_after=args.pull_after,
+        pull_during=args.pull_during,
     )
 
 
@@ -341,12 +343,30 @@ def _run_tool(prog: str, body: Any) -> int:
     )
     try:
         return int(body())
+    except OptionError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except ct.CardToolError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         for kind, code in codes:
             if isinstance(exc, kind):
                 return code
         return EXIT_NEGATIVE
+
+
+def _allowed_hosts(args: argparse.Namespace) -> list[str]:
+    """``--allowed-host`` (repeatable), else the daemon's ``allowed_hosts`` from ``--config``."""
+    if args.allowed_host:
+        return [h.lower() for h in args.allowed_host]
+    if args.config is None:
+        return []
+    from station.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        raise OptionError(f"--config {args.config}: {exc}") from None
+    return [str(h).lower() for h in getattr(settings, "allowed_hosts", ()) or ()]
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -357,19 +377,28 @@ def run_check(args: argparse.Namespace) -> int:
         source = _check_sources(args)
         tracker = _tracker(args)
         sig_key = None
+        if args.signature_key is not None and args.trust_test_signature:
+            raise ct.BadInput("give --signature-key or --trust-test-signature, not both")
         if args.signature_key is not None:
             sig_key = ct.parse_hex(args.signature_key, "--signature-key", 57)
-        result = ct.check(choice, source, signature_key=sig_key, tracker=tracker)
+        if args.trust_test_signature:
+            from station.emulator.card import TEST_ORIGINALITY_PUBLIC_KEY
+
+            sig_key = TEST_ORIGINALITY_PUBLIC_KEY
+        result = ct.check(choice, source, signature_key=sig_key, tracker=tracker,
+                          allowed_hosts=_allowed_hosts(args))
+        lines = result.to_dict()["checks"]
         if args.json:
-            print(json.dumps(result.to_dict(), indent=2))
+            print(json.dumps([{k: c[k] for k in ("check", "result", "detail", "hint")}
+                              for c in lines], indent=2))
         else:
             uid = result.uid.hex().upper() if result.uid else "(UID hidden)"
             print(f"card {uid}")
-            width = max(len(c.name) for c in result.report.checks)
-            for c in result.report.checks:
-                mark = "PASS" if c.ok else "FAIL"
-                print(f"{mark}  {c.name:<{width}}  {c.detail}".rstrip())
-            failed = sum(not c.ok for c in result.report.checks)
+            width = max(len(c["check"]) for c in lines)
+            for c in lines:
+                hint = f"  -> {c['hint']}" if c["hint"] else ""
+                print(f"{c['result']:<4}  {c['check']:<{width}}  {c['detail']}{hint}".rstrip())
+            failed = sum(c["result"] == "fail" for c in lines)
             print("all checks passed" if not failed else f"{failed} check(s) failed")
         if result.environment_problem is not None:
             print(f"station card check: {result.environment_problem}", file=sys.stderr)
@@ -377,63 +406,3 @@ def run_check(args: argparse.Namespace) -> int:
         return EXIT_OK if result.ok else EXIT_NEGATIVE
 
     return _run_tool("station card check", body)
-
-
-def run_provision(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from station import cardtools as ct
-        from station.ntag424 import keys
-
-        choice = _choice(args, create=True)
-        _check_version_option(args)
-        template = ct.url_template(args.url_template)
-        card_keys: Any
-        if args.issuer_key is not None:
-            issuer = ct.parse_hex(args.issuer_key, "--issuer-key", 16)
-            version = _version(args)
-
-            def card_keys(uid: bytes) -> keys.KeySet:
-                return keys.derive_keys(issuer, uid, version)
-        else:
-            card_keys = ct.load_program(Path(args.keys_json)).keys
-            version = ct.check_key_version(card_keys.version)
-        if args.keys_out is not None:
-            ct.check_keys_file(Path(args.keys_out))  # refuse before the card is written
-        result = ct.provision(choice, template, card_keys, version)
-        if args.keys_out is not None:
-            ct.add_to_keys_file(Path(args.keys_out), result.card_response())
-        if args.print_keys:
-            print(json.dumps(result.card_response(), indent=2))
-        elif args.json:
-            print(json.dumps(result.to_dict(), indent=2))
-        else:
-            print(f"card {result.to_dict()['uid']} provisioned and verified "
-                  f"(key version {result.key_version}, counter {result.counter})")
-            print(result.url)
-        return EXIT_OK
-
-    return _run_tool("station card provision", body)
-
-
-def run_wipe(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from station import cardtools as ct
-
-        choice = _choice(args)
-        _check_version_option(args)
-        if args.issuer_key is not None:
-            issuer = ct.parse_hex(args.issuer_key, "--issuer-key", 16)
-            source = ct.KeySource(store=ct.issuer_store(issuer, _version(args)))
-        elif args.keys_json is not None:
-            source = ct.KeySource(fixed=ct.load_program(Path(args.keys_json)).keys)
-        else:
-            source = ct.KeySource(fixed=ct.load_wipe_keys(Path(args.wipe_json)))
-        result = ct.wipe(choice, source)
-        if args.json:
-            print(json.dumps(result.to_dict(), indent=2))
-        else:
-            print(f"card {result.to_dict()['uid']} wiped: factory keys and settings restored "
-                  f"(last counter {result.last_counter})")
-        return EXIT_OK
-
-    return _run_tool("station card wipe", body)

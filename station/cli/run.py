@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from station.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_NEGATIVE, EXIT_NO_CARD, EXIT_OK
+from station.cli.emulated import add_emulated_options, check_emulated_options
 from station.cli.options import BadInput, key_arg
 
 
@@ -42,8 +43,9 @@ def register(subparsers: Any) -> None:
     read.add_argument("--version", type=int, default=1, help="deterministic key version")
     read.add_argument("--keys", type=Path, help="per-card keys file (JSON)")
     read.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a card")
-    read.add_argument("--card-state", type=Path,
-                      help="with --backend emulated: an emulated card state file to present")
+    add_emulated_options(
+        read, help_state="with --backend emulated: an emulated card state file to present"
+    )
     read.set_defaults(func=cmd_read)
 
 
@@ -99,18 +101,17 @@ def _verifier(args: argparse.Namespace) -> Any:
 
 
 def _open_reader(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Open the reader; for the emulated backend, present the card from ``--card-state``."""
+    """Open the reader and a ``save`` callback; for the emulated backend, present the card from
+    ``--card-state`` (with the rehearsal pulls, :mod:`station.cli.emulated`)."""
+    if args.backend == "emulated" and args.card_state is not None:
+        from station.cli.emulated import open_emulated_reader
+
+        reader, _card, save = open_emulated_reader(args)
+        return reader, save
     if args.backend == "emulated":
         from station.readers.emulated import EmulatedReader
 
-        reader = EmulatedReader()
-        card = None
-        if args.card_state is not None:
-            from station.emulator import store
-
-            card = store.load(args.card_state)
-            reader.present(card)
-        return reader, card
+        return EmulatedReader(), None
     from station.readers import registry
 
     return registry.open_reader(args.backend, args.reader), None
@@ -125,16 +126,13 @@ def cmd_read(args: argparse.Namespace) -> int:
         verifier = _verifier(args)
         if args.timeout < 0:
             raise BadInput("--timeout must not be negative")
-        if args.card_state is not None and args.backend != "emulated":
-            raise BadInput("--card-state needs --backend emulated")
+        check_emulated_options(args)
         if args.card_state is not None and not args.card_state.is_file():
             raise BadInput(f"card state file {args.card_state} does not exist")
+        reader, save = _open_reader(args)
     except BadInput as exc:
         print(f"station read: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-
-    try:
-        reader, card = _open_reader(args)
     except ReaderError as exc:
         print(f"station read: reader problem: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT
@@ -174,10 +172,8 @@ def cmd_read(args: argparse.Namespace) -> int:
         print(f"station read: reader problem: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT
     finally:
-        if card is not None and args.card_state is not None:
-            from station.emulator import store
-
-            store.save(args.card_state, card)
+        if save is not None:
+            save()
         reader.close()
     print(json.dumps(out))
     return EXIT_OK if out["valid"] else EXIT_NEGATIVE

@@ -119,7 +119,43 @@ class CardState:
             raise StateError("corrupt emulated card state: UID must be 7 bytes, 5 keys of 16")
         if sorted(state.files) != [1, 2, 3]:
             raise StateError("corrupt emulated card state: files 1, 2 and 3 are required")
+        _check_ranges(raw)
         return state
+
+
+def _ints(raw: dict[str, Any], name: str, count: int, top: int) -> None:
+    values = raw[name]
+    if not isinstance(values, list) or len(values) != count:
+        raise StateError(f"corrupt emulated card state: {name} must list {count} numbers")
+    for v in values:
+        _int(v, name, top)
+
+
+def _int(value: Any, name: str, top: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise StateError(f"corrupt emulated card state: {name} must be an integer 0..{top}")
+
+
+def _check_ranges(raw: dict[str, Any]) -> None:
+    """What a chip's EEPROM cannot hold is refused here, not met later as a crash or as a
+    "successful" command on a card that could never exist (a key version of 999)."""
+    _ints(raw, "key_versions", KEY_COUNT, 0xFF)
+    _ints(raw, "tot_fail_ctr", KEY_COUNT, 0xFFFF)
+    for name, top in (
+        ("failed_ctr_limit", 0xFFFF),
+        ("failed_ctr_decr", 0xFFFF),
+        ("consecutive_failures", 0xFFFFFFFF),
+        ("auth_delay_pending", 0xFFFF),
+        ("sm_config", 0xFF),
+        ("pdcap2_5", 0xFF),
+        ("pdcap2_6", 0xFF),
+    ):
+        _int(raw[name], name, top)
+    for name in ("failed_ctr_enabled", "random_id", "strong_modulation"):
+        if not isinstance(raw[name], bool):
+            raise StateError(f"corrupt emulated card state: {name} must be true or false")
+    for number, f in raw["files"].items():
+        _int(f["sdm_read_ctr"], f"files.{number}.sdm_read_ctr", 0xFFFFFF)
 
 
 def save_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
@@ -152,7 +188,11 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a state file written by :func:`save_state`; :class:`StateError` if it is not one."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise StateError(f"{path}: not UTF-8 text (not an emulated card state)") from None
     except json.JSONDecodeError as exc:
         raise StateError(f"{path}: not JSON ({exc.msg})") from None
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
     CardState.from_dict(raw)  # validate now, with the file name in the error
     return dict(raw)

@@ -10,10 +10,15 @@ a link obtained for one presentation raises :class:`CardRemoved` once that card 
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from station.readers.base import CardRemoved
 from station.readers.pcsc import feedback_apdu
+
+if TYPE_CHECKING:
+    from station.emulator.card import EmulatedCard
 
 
 class EmulatedCardLike(Protocol):
@@ -51,8 +56,23 @@ class EmulatedReader:
 
     backend = "emulated"
 
-    def __init__(self, name: str = "Emulated reader") -> None:
+    def __init__(
+        self,
+        name: str = "Emulated reader",
+        *,
+        pull_after: int | None = None,
+        pull_during: int | None = None,
+    ) -> None:
+        """``pull_after=N``: the card answers N APDUs, then leaves the field. ``pull_during=N``:
+        the card executes the Nth APDU but its answer is lost, and it leaves. Rehearsals of a
+        card pulled away mid-procedure (the card keeps what it wrote, like a real chip)."""
+        for value, option in ((pull_after, "pull_after"), (pull_during, "pull_during")):
+            if value is not None and value < (0 if option == "pull_after" else 1):
+                raise ValueError(f"{option} must be at least {0 if option == 'pull_after' else 1}")
         self.name = name
+        self.pull_after = pull_after
+        self.pull_during = pull_during
+        self.apdus = 0  # APDUs the card executed (pulls count this, across presentations)
         self._cond = threading.Condition()
         self._card: EmulatedCardLike | None = None
         self._generation = 0  # bumped on every present/remove: stale links notice
@@ -108,8 +128,18 @@ class EmulatedReader:
         with self._cond:
             if self._card is not card or self._generation != generation:
                 raise CardRemoved("the card left the field during the exchange; tap again")
+            if self.pull_after is not None and self.apdus >= self.pull_after:
+                self.remove()
+                raise CardRemoved(f"rehearsal: the card left the field after {self.apdus} APDUs")
             # The card is called under the lock so remove() cannot interleave mid-APDU.
-            return card.transceive(apdu)
+            answer = card.transceive(apdu)
+            self.apdus += 1
+            if self.pull_during is not None and self.apdus >= self.pull_during:
+                self.remove()
+                raise CardRemoved(
+                    f"rehearsal: the card left the field during APDU {self.apdus}, answer lost"
+                )
+            return answer
 
     def _release(self, card: EmulatedCardLike, generation: int) -> None:
         with self._cond:
@@ -118,3 +148,32 @@ class EmulatedReader:
 
     def __repr__(self) -> str:
         return f"EmulatedReader({self.name!r})"
+
+
+def open_state_card(
+    path: Path,
+    *,
+    create: bool = False,
+    uid: bytes | None = None,
+    pull_after: int | None = None,
+    pull_during: int | None = None,
+    name: str = "Emulated reader",
+) -> tuple[EmulatedReader, EmulatedCard, Callable[[], None]]:
+    """(reader, card, save): the emulated card saved at ``path`` presented on a new reader.
+
+    The one way every command (``station card ...``, ``station read``, ``station charge``)
+    puts a state file in a field. ``create`` makes a factory-fresh card when the file is
+    missing (random UID unless ``uid``). A file that does not load raises ``StateError`` and is
+    left exactly as it was; ``save()`` writes the card's memory back (call it also after a
+    failure: a real card keeps whatever was written before it left the field).
+    """
+    from station.emulator import store
+
+    if not path.exists() and not create:
+        raise FileNotFoundError(f"{path}: no such emulated card state")
+    card, _created = store.load_or_create(path, uid)
+    if uid is not None and card.uid != uid:
+        raise store.StateError(f"{path} holds card {card.uid.hex().upper()}, not the UID given")
+    reader = EmulatedReader(name, pull_after=pull_after, pull_during=pull_during)
+    reader.present(card)
+    return reader, card, lambda: store.save(path, card)

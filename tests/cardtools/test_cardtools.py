@@ -439,11 +439,23 @@ def test_provision_check_wipe_through_pcscd_and_vpcd(
 
         capsys.readouterr()
         code = main(["card", "check", "--backend", "pcsc", "--reader", slot, "--json",
-                     "--issuer-key", ISSUER.hex(), "--signature-key",
-                     TEST_ORIGINALITY_PUBLIC_KEY.hex()])
-        assert code == 0 and json.loads(capsys.readouterr().out)["uid"] == UID.hex().upper()
+                     "--issuer-key", ISSUER.hex(), "--trust-test-signature",
+                     "--allowed-host", "pay.example.com"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0 and {c["result"] for c in report} == {"pass"}, report
+        # taps verify: two reads, counters rising, each SUN verifies with K1/K2
+        counters = []
+        for _ in range(2):
+            with ct.card_on_reader(choice) as link:
+                url = ct.run_flow(link, flows.read_sun_url())
+            uid, counter = decrypt_p(url, PUBLISHED_KEYS.k1)
+            assert uid == UID
+            counters.append(counter)
+        assert counters[1] == counters[0] + 1
 
         ct.wipe(choice, issuer_source())
+        with ct.card_on_reader(choice) as link:
+            assert ct.run_flow(link, ct.classify_flow(None)).state == "blank"
         factory = ct.check(choice, ct.KeySource())
         assert factory.report.factory_keys == {n: True for n in range(5)}
         assert factory.report.key_versions == {n: 0 for n in range(5)}

@@ -49,7 +49,7 @@ def state(tmp_path: Path) -> Path:
 
 
 def emulated(state: Path) -> list[str]:
-    return ["--backend", "emulated", "--state", str(state)]
+    return ["--backend", "emulated", "--card-state", str(state)]
 
 
 def test_provision_check_wipe_check_from_a_shell(tmp_path: Path) -> None:
@@ -60,14 +60,17 @@ def test_provision_check_wipe_check_from_a_shell(tmp_path: Path) -> None:
     assert prov.returncode == 0, prov.stderr
     made = json.loads(prov.stdout)
     assert made["url"].startswith(URL + "?p=") and made["key_version"] == 1
+    assert "(redacted)" in made["url"]  # a fresh tap is never printed whole
 
     check = station("card", "check", *emulated(state), "--issuer-key", ISSUER, "--json")
     clean(check)
     assert check.returncode == 1  # the emulated card is not NXP-signed
     report = json.loads(check.stdout)
-    assert report["uid"] == made["uid"] and report["ok"] is False
-    failed = [c["name"] for c in report["checks"] if not c["ok"]]
+    assert all(set(c) == {"check", "result", "detail", "hint"} for c in report)
+    failed = [c["check"] for c in report if c["result"] == "fail"]
     assert failed == ["originality_signature"]
+    assert all(c["hint"] for c in report if c["result"] == "fail")
+    assert "(redacted)" in check.stdout
 
     signed = station("card", "check", *emulated(state), "--issuer-key", ISSUER,
                      "--signature-key", TEST_ORIGINALITY_PUBLIC_KEY.hex())
@@ -83,9 +86,9 @@ def test_provision_check_wipe_check_from_a_shell(tmp_path: Path) -> None:
     after = station("card", "check", *emulated(state), "--json")
     clean(after)
     assert after.returncode == 1
-    factory = json.loads(after.stdout)
-    assert factory["factory_keys"] == {str(n): True for n in range(5)}
-    assert factory["key_versions"] == {str(n): 0 for n in range(5)}
+    factory = {c["check"]: c for c in json.loads(after.stdout)}
+    assert factory["keys_changed"]["detail"] == "factory keys: [0, 1, 2, 3, 4]"
+    assert factory["keys_changed"]["result"] == "fail"
 
 
 def test_human_check_has_one_line_per_check(state: Path) -> None:
@@ -95,9 +98,9 @@ def test_human_check_has_one_line_per_check(state: Path) -> None:
     clean(proc)
     lines = proc.stdout.splitlines()
     assert lines[0] == f"card {UID.upper()}"
-    checks = [line for line in lines if line.startswith(("PASS", "FAIL"))]
-    assert len(checks) == 9
-    assert [line.split()[1] for line in checks if line.startswith("FAIL")] == [
+    checks = [line for line in lines if line.startswith(("pass", "warn", "fail"))]
+    assert len(checks) == 14
+    assert [line.split()[1] for line in checks if line.startswith("fail")] == [
         "originality_signature"
     ]
     assert "not NXP-signed" in proc.stdout
@@ -146,7 +149,7 @@ def test_keys_are_printed_only_on_request(state: Path, tmp_path: Path) -> None:
     # the keys file then checks and wipes the card, and a new_bolt_card_response wipes too
     check = station("card", "check", *emulated(state), "--keys", str(keys_out), "--json")
     clean(check)
-    assert [c["name"] for c in json.loads(check.stdout)["checks"] if not c["ok"]] == [
+    assert [c["check"] for c in json.loads(check.stdout) if c["result"] == "fail"] == [
         "originality_signature"
     ]
     response = tmp_path / "response.json"
@@ -168,8 +171,8 @@ def test_provision_from_keys_json(state: Path, tmp_path: Path) -> None:
     check = station("card", "check", *emulated(state), "--k1", KEYS["K1"], "--k2", KEYS["K2"],
                     "--json")
     clean(check)
-    lines = {c["name"]: c for c in json.loads(check.stdout)["checks"]}
-    assert lines["sun"]["ok"] and lines["key_versions"]["ok"]
+    lines = {c["check"]: c for c in json.loads(check.stdout)}
+    assert lines["sun"]["result"] == "pass" and lines["key_versions"]["result"] == "pass"
 
 
 @pytest.mark.parametrize(

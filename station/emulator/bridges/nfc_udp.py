@@ -286,7 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--uid", type=bytes.fromhex, help="7-byte UID (hex) for a fresh card")
-    parser.add_argument("--state", help="card state JSON (loaded if it exists, saved on exit)")
+    parser.add_argument(
+        "--card-state", "--state", dest="state",
+        help="card state JSON (loaded if it exists, saved on exit)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     state = Path(args.state) if args.state else None

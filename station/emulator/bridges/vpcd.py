@@ -197,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Insert an emulated NTAG 424 DNA into pcscd's vpcd reader until Ctrl-C.",
     )
     parser.add_argument(
-        "--state", type=Path, help="card state JSON (loaded if it exists, saved on exit)"
+        "--card-state", "--state", dest="state", type=Path,
+        help="card state JSON (loaded if it exists, saved on exit)"
     )
     parser.add_argument("--uid", type=bytes.fromhex, help="7-byte UID (hex) for a fresh card")
     parser.add_argument("--host", default=DEFAULT_HOST)
