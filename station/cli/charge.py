@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from station.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_NEGATIVE, EXIT_NO_CARD, EXIT_OK
+from station.cli.emulated import add_emulated_options
 from station.cli.options import BadInput
 
 EXIT_FOLLOW_UP = 5
@@ -45,13 +46,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pos-token", help="the daemon's [pos] token (or STATION_POS_TOKEN)")
     p.add_argument("--backend", choices=("pcsc", "nfcpy", "emulated"))
     p.add_argument("--reader", default=None, help="substring of the reader name")
-    p.add_argument("--card-state", type=Path,
-                   help="with --backend emulated: an emulated card state file to present")
     p.add_argument("--k1", help="SDM meta read key (32 hex)")
     p.add_argument("--k2", help="SDM file read key (32 hex)")
     p.add_argument("--issuer-key", help="Bolt Card issuer key (32 hex); keys are derived")
     p.add_argument("--version", type=int, default=1, help="deterministic key version")
     p.add_argument("--keys", type=Path, help="per-card keys file (JSON)")
+    add_emulated_options(
+        p, help_state="with --backend emulated: an emulated card state file to present")
     p.set_defaults(func=cmd_charge)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from station.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT
 from station.cli.charge import exit_code, show
+from station.cli.emulated import check_emulated_options
 from station.cli.options import BadInput
 from station.cli.run import _open_reader, _verifier
 
@@ -59,10 +60,6 @@ def charge_local(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         raise BadInput(str(exc)) from None
     setup_logging(settings.log_format, level=logging.WARNING)
-    if args.card_state is not None and args.backend != "emulated":
-        raise BadInput("--card-state needs --backend emulated")
-    if args.card_state is not None and not args.card_state.is_file():
-        raise BadInput(f"card state file {args.card_state} does not exist")
     verifier = _verifier(args) if _keys_given(args) else None
     if verifier is None and not settings.keys.configured and not settings.accept_foreign_cards:
         raise BadInput(
@@ -73,8 +70,9 @@ def charge_local(args: argparse.Namespace) -> int:
     name = args.reader if args.reader is not None else settings.readers[0].name
     settings = dataclasses.replace(settings, readers=(ReaderSpec(backend, name),))
     ns = argparse.Namespace(**{**vars(args), "backend": backend, "reader": name})
+    check_emulated_options(ns)
     try:
-        reader, card = _open_reader(ns)
+        reader, save = _open_reader(ns)
     except ReaderError as exc:
         print(f"station charge: reader problem: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT
@@ -114,10 +112,8 @@ def charge_local(args: argparse.Namespace) -> int:
         station.daemon.stop()
         daemon.join(timeout=10)
         left = station.shutdown(flush_timeout=3.0)
-        if card is not None and args.card_state is not None:
-            from station.emulator import store
-
-            store.save(args.card_state, card)
+        if save is not None:
+            save()
     if left:
         print(f"station charge: {left} records wait in {settings.outbox_path} for the tracker; "
               "`station run` delivers them", file=sys.stderr)
