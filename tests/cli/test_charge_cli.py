@@ -112,3 +112,38 @@ def test_bad_input_exits_2_in_one_line(tmp_path: Path) -> None:
                                "emulated"], capture_output=True, text=True, timeout=TIMEOUT,
                               env=env)
         assert proc.returncode == 2 and "accept_foreign_cards" in proc.stderr
+
+
+def test_a_foreign_card_is_charged_unverified_only_when_allowed(tmp_path: Path) -> None:
+    with charge_rig(tmp_path) as rig:
+        other_key = "11" * 16  # the station holds keys, but not this card's
+        code, out, _ = charge(rig, "1000", STATION_ISSUER_KEY=other_key)
+        assert code == 1 and out["reason"] == "tap refused: unknown_card"
+        assert rig.merchant_balance_msat() == 0  # nobody was contacted, nothing claimed
+        code, out, err = charge(rig, "1000", STATION_ISSUER_KEY=other_key,
+                                STATION_ACCEPT_FOREIGN_CARDS="1")
+        assert code == 0, err
+        assert out["state"] == "paid" and out["verified"] is False
+        assert out["uid"] == "04C0FFEE000001" and out["counter"] is None  # the reader's UID
+        assert rig.merchant_balance_msat() == 1_000_000
+        box = Outbox(rig.outbox)
+        try:
+            taps = [e.record for e in box.entries("tap")]
+        finally:
+            box.close()
+        assert [(t.outcome, t.verified) for t in taps] == [
+            ("refused", True), ("accepted", False)]
+        assert taps[1].idempotency_key.startswith("till-test:")
+
+
+def test_a_station_without_any_keys_charges_foreign_cards_when_allowed(tmp_path: Path) -> None:
+    with charge_rig(tmp_path) as rig:
+        env = rig.station_env(STATION_ACCEPT_FOREIGN_CARDS="1")
+        env.pop("STATION_ISSUER_KEY")
+        proc = subprocess.run(
+            [sys.executable, "-m", "station", "charge", "500", "--json", "--backend",
+             "emulated", "--card-state", str(rig.card_state), "--timeout", "10"],
+            capture_output=True, text=True, timeout=TIMEOUT, env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["verified"] is False
