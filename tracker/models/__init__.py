@@ -26,6 +26,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from tracker.models.checks import MAX_DB_INT, MAX_MSAT, CheckedInput
+
 #: Named constraints, so Alembic can alter them later (SQLite batch mode needs names).
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(column_0_label)s",
@@ -140,7 +142,7 @@ class CardBase(SQLModel):
     notes: str | None = Field(default=None, max_length=2000)
 
 
-class CardUpdate(SQLModel):
+class CardUpdate(CheckedInput):
     """Admin edits. Status may only be set to active or blocked (wiping happens at a station)."""
 
     alias: str | None = Field(default=None, max_length=100)
@@ -243,7 +245,7 @@ class TapBase(SQLModel):
     verified: bool = True
 
 
-class TapCreate(TapBase):
+class TapCreate(TapBase, CheckedInput):
     """What a station reports. ``station_time`` must carry a UTC offset."""
 
     @field_validator("card_uid")
@@ -319,7 +321,7 @@ class TapPublic(TapBase):
 
 
 class PayoutBase(SQLModel):
-    amount_msat: int = Field(ge=0)
+    amount_msat: int = Field(ge=0, le=MAX_MSAT)
     bolt11: str | None = Field(default=None, max_length=4000)
     payment_hash: str | None = Field(default=None, max_length=64)
     issuer_host: str | None = Field(default=None, max_length=255)
@@ -330,7 +332,7 @@ class PayoutBase(SQLModel):
     proof: dict[str, Any] | None = None
 
 
-class PayoutCreate(PayoutBase):
+class PayoutCreate(PayoutBase, CheckedInput):
     """A claim reported by a station. Link it to its tap by ``tap_idempotency_key`` or ``tap_id``.
 
     ``idempotency_key`` (optional) makes a retried report (station outbox) return the first
@@ -338,7 +340,7 @@ class PayoutCreate(PayoutBase):
     """
 
     tap_idempotency_key: str | None = Field(default=None, max_length=200)
-    tap_id: int | None = None
+    tap_id: int | None = Field(default=None, ge=1, le=MAX_DB_INT)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     state: PayoutState = PayoutState.Unknown
 
@@ -350,7 +352,7 @@ class PayoutCreate(PayoutBase):
         return value.lower() if value else value
 
 
-class PayoutUpdate(SQLModel):
+class PayoutUpdate(CheckedInput):
     """A change of state or issuer detail; a state change writes a history row."""
 
     state: PayoutState | None = None
@@ -457,7 +459,7 @@ class UserBase(SQLModel):
     role: Role = Role.viewer
 
 
-class UserCreate(UserBase):
+class UserCreate(UserBase, CheckedInput):
     password: str = Field(min_length=8, max_length=1000)
 
 

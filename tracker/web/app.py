@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, cast
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -27,7 +27,9 @@ from tracker import events
 from tracker.db import Database, check_schema_current, make_engine
 from tracker.services.taps import TapRecorder
 from tracker.settings import TrackerSettings
+from tracker.web.deps import check_request_text
 from tracker.web.routes import api, pages
+from tracker.web.routes.pages.errors import error_page, wants_html
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
         check_schema_current(engine)
 
     app = FastAPI(
+        dependencies=[Depends(check_request_text)],
         title="Bolt Card tracker",
         description=API_DESCRIPTION,
         version="1",
@@ -140,6 +143,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if not _is_api(request) and wants_html(request):
+            # Routes outside the pages' router (the sign-in form) get the same readable 400.
+            log.info("bad request to %s: %s", request.url.path, exc.errors())
+            return error_page(request, 400, "Some of the values sent were not valid.")
         if _is_api(request) or previous_validation is None:
             errors = [
                 {

@@ -15,10 +15,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator
 
 from tracker.db import Database, SessionDep
 from tracker.models import Page, PayoutState, StationPublic, TapOutcome, normalise_uid
+from tracker.models.checks import (
+    MAX_DB_INT,
+    MAX_PAGE,
+    MAX_SATS,
+    MULTILINE_FIELDS,
+    check_optional_moment,
+    text_problem,
+)
 from tracker.services import stations as station_service
 from tracker.services.filters import InvalidCursor, ListFilter
 from tracker.services.taps import TapRecorder
@@ -114,6 +124,48 @@ AdminWriteDep = Annotated[CurrentUser, Depends(require_admin_write)]
 
 # --- parsing and paging ------------------------------------------------------------------------
 
+#: A path or body id: a positive signed 64-bit integer (a larger one cannot exist).
+DbId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
+#: A moment in a query (since/until): inside the range the tracker stores.
+Moment = Annotated[datetime | None, AfterValidator(check_optional_moment)]
+#: An offset page number (the cards list).
+PageNumber = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+
+
+def _invalid(where: str, name: str, problem: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"loc": (where, name), "msg": problem, "type": "value_error", "input": None}]
+    )
+
+
+async def check_request_text(request: Request) -> None:
+    """App-wide dependency: no control characters in the path, the query or a form field.
+
+    Why: nothing the tracker stores or looks up may contain them (PostgreSQL refuses NUL),
+    and catching them here keeps every route from answering 500 on a crafted URL. The JSON
+    bodies are checked by their models (:class:`~tracker.models.checks.CheckedInput`).
+    Raised as a validation error: 422 under /api, a 400 page for the pages."""
+    problem = text_problem(request.url.path)
+    if problem is not None:
+        raise _invalid("path", "path", problem)
+    for name, value in request.query_params.multi_items():
+        problem = text_problem(name) or text_problem(value)
+        if problem is not None:
+            raise _invalid("query", name, problem)
+    content_type = request.headers.get("content-type", "")
+    if request.method == "POST" and (
+        content_type.startswith("application/x-www-form-urlencoded")
+        or content_type.startswith("multipart/form-data")
+    ):
+        form = await request.form()  # FastAPI has read (and cached) it already
+        for name, field in form.multi_items():
+            if isinstance(field, str):
+                problem = text_problem(name) or text_problem(
+                    field, multiline=name in MULTILINE_FIELDS
+                )
+                if problem is not None:
+                    raise _invalid("body", name, problem)
+
 
 def not_found(reason: str, message: str) -> HTTPException:
     return HTTPException(
@@ -146,10 +198,10 @@ class ListParams:
         outcome: Annotated[TapOutcome | None, Query(description="tap outcome")] = None,
         card: Annotated[str | None, Query(description="card UID (hex)")] = None,
         station: Annotated[str | None, Query(description="station name")] = None,
-        since: Annotated[datetime | None, Query(description="from (inclusive, ISO 8601)")] = None,
-        until: Annotated[datetime | None, Query(description="to (exclusive, ISO 8601)")] = None,
-        min_sats: Annotated[int | None, Query(ge=0)] = None,
-        max_sats: Annotated[int | None, Query(ge=0)] = None,
+        since: Annotated[Moment, Query(description="from (inclusive, ISO 8601)")] = None,
+        until: Annotated[Moment, Query(description="to (exclusive, ISO 8601)")] = None,
+        min_sats: Annotated[int | None, Query(ge=0, le=MAX_SATS)] = None,
+        max_sats: Annotated[int | None, Query(ge=0, le=MAX_SATS)] = None,
         q: Annotated[str | None, Query(max_length=200, description="text search")] = None,
     ) -> None:
         card_uid = uid_or_422(card) if card else None

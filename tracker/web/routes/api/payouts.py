@@ -11,6 +11,7 @@ from tracker.db import SessionDep
 from tracker.models import Page, PayoutCreate, PayoutDetail, PayoutPublic, PayoutUpdate
 from tracker.services import payouts as payout_service
 from tracker.web.deps import (
+    DbId,
     ListDep,
     StationDep,
     ViewerDep,
@@ -65,7 +66,7 @@ def post_payout(
     summary="Change a payout's state or issuer details (its station, or an admin)",
 )
 def patch_payout(
-    payout_id: int, body: PayoutUpdate, request: Request, session: SessionDep
+    payout_id: DbId, body: PayoutUpdate, request: Request, session: SessionDep
 ) -> PayoutPublic:
     """A state change adds a row to the payout's history (``source`` says who)."""
     station_id: int | None = None
@@ -104,7 +105,7 @@ add_export_routes(router, "payouts")  # before /payouts/{payout_id}
 
 
 @router.get("/payouts/{payout_id}", response_model=PayoutDetail, summary="One payout in full")
-def get_payout(payout_id: int, session: SessionDep, _user: ViewerDep) -> PayoutDetail:
+def get_payout(payout_id: DbId, session: SessionDep, _user: ViewerDep) -> PayoutDetail:
     try:
         return payout_service.payout_detail(session, payout_id=payout_id)
     except payout_service.PayoutNotFound:
