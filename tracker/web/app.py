@@ -28,6 +28,7 @@ from tracker.db import Database, check_schema_current, make_engine
 from tracker.services.taps import TapRecorder
 from tracker.settings import TrackerSettings
 from tracker.web.deps import check_request_text
+from tracker.web.limits import RequestGate
 from tracker.web.routes import api, pages
 from tracker.web.routes.pages.errors import error_page, wants_html
 
@@ -83,6 +84,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
     _install_error_handlers(app)
     if settings.live_updates:
         events.install(app)
+    app.add_middleware(RequestGate, fastapi_app=app)
     return app
 
 

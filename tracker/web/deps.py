@@ -33,6 +33,7 @@ from tracker.services import stations as station_service
 from tracker.services.filters import InvalidCursor, ListFilter
 from tracker.services.taps import TapRecorder
 from tracker.web.auth import CurrentUser, current_user, require_admin, require_viewer
+from tracker.web.limits import STATION_STATE_KEY
 
 T = TypeVar("T")
 
@@ -67,8 +68,30 @@ def _unauthorized(message: str) -> HTTPException:
     )
 
 
+def _checked_at_the_door(request: Request) -> StationPublic | None:
+    """The station :class:`~tracker.web.limits.RequestGate` authenticated before the body."""
+    found = getattr(request.state, STATION_STATE_KEY, None)
+    return found if isinstance(found, StationPublic) else None
+
+
+async def look_up_station(db: Database, token: str) -> StationPublic | None:
+    """The station of ``token`` (from the cache when seen in the last seconds), or None."""
+    station = station_service.cached_station(db, token)
+    if station is not None:
+        return station
+
+    def look_up() -> StationPublic | None:
+        with db.sessions() as session:
+            return station_service.authenticate(session, token=token)
+
+    return await db.call(look_up)
+
+
 def require_station(request: Request, session: SessionDep) -> StationPublic:
     """The station whose Bearer token came with the request (401 otherwise)."""
+    checked = _checked_at_the_door(request)
+    if checked is not None:
+        return checked
     token = bearer(request)
     if token is None:
         raise _unauthorized("send the station token as 'Authorization: Bearer <token>'")
@@ -81,17 +104,16 @@ def require_station(request: Request, session: SessionDep) -> StationPublic:
 async def station_of(request: Request) -> StationPublic:
     """:func:`require_station` for the ingest routes: a token seen in the last seconds is
     answered from the cache without a session; others are looked up (401 when unknown)."""
-    db = database(request)
+    checked = _checked_at_the_door(request)
+    if checked is not None:
+        return checked
     token = bearer(request)
-    station = station_service.cached_station(db, token) if token else None
-    if station is not None:
-        return station
-
-    def look_up() -> StationPublic:
-        with db.sessions() as session:
-            return require_station(request, session)
-
-    return await db.call(look_up)
+    if token is None:
+        raise _unauthorized("send the station token as 'Authorization: Bearer <token>'")
+    station = await look_up_station(database(request), token)
+    if station is None:
+        raise _unauthorized("unknown station token; create one with `tracker stations add`")
+    return station
 
 
 def station_or_viewer(request: Request, session: SessionDep) -> StationPublic | CurrentUser:
