@@ -12,6 +12,7 @@ a database that is not at the Alembic head, with a message saying to run
 from __future__ import annotations
 
 import logging
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any, cast
@@ -21,10 +22,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tracker import events
-from tracker.db import Database, check_schema_current, make_engine
+from tracker.db import Database, DatabaseBusy, check_schema_current, is_busy, make_engine
 from tracker.services.taps import TapRecorder
 from tracker.settings import TrackerSettings
 from tracker.web.deps import check_request_text
@@ -64,7 +66,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
-    database = Database(engine)
+    database = Database(engine, write_wait_s=settings.sqlite_busy_timeout_ms / 1000)
     app.state.settings = settings
     app.state.database = database
     app.state.engine = engine
@@ -128,6 +130,25 @@ def _install_error_handlers(app: FastAPI) -> None:
             )
         response = await cast(Any, page_handler)(request, exc)
         return cast(Response, response)
+
+    async def busy_or_unexpected(request: Request, exc: Exception) -> Response:
+        """SQLite's write lock held elsewhere: 503 with Retry-After, never a 500."""
+        if not is_busy(exc):
+            return await unexpected(request, exc)
+        log.warning("database busy on %s %s: answered 503", request.method, request.url.path)
+        headers = {"Retry-After": str(DatabaseBusy.retry_after_s)}
+        if not _is_api(request) and wants_html(request):
+            page = error_page(request, 503, "The database is busy; try again in a moment.")
+            page.headers.update(headers)
+            return page
+        return JSONResponse(
+            {"detail": {"reason": "database_busy", "message": str(DatabaseBusy())}},
+            status_code=503,
+            headers=headers,
+        )
+
+    for busy_type in (DatabaseBusy, sqlite3.OperationalError, OperationalError):
+        app.add_exception_handler(busy_type, busy_or_unexpected)
 
     previous_http = app.exception_handlers.get(StarletteHTTPException)
 
