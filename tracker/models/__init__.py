@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from pydantic import computed_field, field_validator
+from pydantic import computed_field, field_validator, model_validator
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -246,7 +246,13 @@ class TapBase(SQLModel):
 
 
 class TapCreate(TapBase, CheckedInput):
-    """What a station reports. ``station_time`` must carry a UTC offset."""
+    """What a station reports. ``station_time`` must carry a UTC offset.
+
+    The idempotency key of an accepted, verified tap is exactly ``<UID>:<counter>`` of the
+    body (stored with the UID in upper case): a key cannot name another card's tap. Every
+    other tap (refused, or unverified) must use a key outside that form (the station sends
+    ``<station>:<uuid4>``), so no such tap can take the key of an accepted one.
+    """
 
     @field_validator("card_uid")
     @classmethod
@@ -259,6 +265,25 @@ class TapCreate(TapBase, CheckedInput):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("station_time must be ISO 8601 with a UTC offset")
         return value
+
+    @model_validator(mode="after")
+    def _key_names_the_tap(self) -> "TapCreate":
+        uid, sep, counter = self.idempotency_key.partition(":")
+        looks_like_card_key = bool(sep) and _UID_RE.match(uid) and counter.isdecimal()
+        if self.outcome == TapOutcome.accepted and self.verified:
+            expected = f"{self.card_uid}:{self.counter}"
+            if self.idempotency_key.upper() != expected:
+                raise ValueError(
+                    f"idempotency_key of an accepted tap must be '<card_uid>:<counter>' "
+                    f"of this tap ({expected!r})"
+                )
+            self.idempotency_key = expected
+        elif looks_like_card_key:
+            raise ValueError(
+                "idempotency_key '<UID>:<counter>' is reserved for accepted taps; "
+                "send '<station>:<uuid4>' for this one"
+            )
+        return self
 
 
 class Tap(SQLModel, table=True):
