@@ -50,6 +50,11 @@ def post_payout(
             status_code=status.HTTP_404_NOT_FOUND,
             detail={"reason": "tap_not_found", "message": str(exc)},
         ) from None
+    except payout_service.TapNotYours as exc:
+        field = "tap_id" if body.tap_id is not None else "tap_idempotency_key"
+        raise HTTPException(
+            status_code=422, detail=[{"field": field, "reason": str(exc), "type": "value_error"}]
+        ) from None
     except payout_service.PayoutConflict as exc:
         raise HTTPException(
             status_code=status.HTTP_409_CONFLICT,
@@ -72,8 +77,19 @@ def patch_payout(
     station_id: int | None = None
     if bearer(request) is not None:
         station_id = require_station(request, session).id
-        if "source" not in body.model_fields_set:
-            body.source = "station"
+        if "source" in body.model_fields_set and body.source != "station":
+            # Only operators (and the issuer's webhooks) write the other kinds of history.
+            raise HTTPException(
+                status_code=422,
+                detail=[
+                    {
+                        "field": "source",
+                        "reason": "a station's changes are recorded as source 'station'",
+                        "type": "value_error",
+                    }
+                ],
+            )
+        body.source = "station"
     else:
         require_admin_write(request)
         if "source" not in body.model_fields_set:
