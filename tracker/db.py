@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -37,6 +39,28 @@ DATABASE_KEY = "tracker.database"
 
 class SchemaNotCurrentError(RuntimeError):
     """The database schema is missing or older than this code; the message says what to run."""
+
+
+class DatabaseBusy(RuntimeError):
+    """SQLite's write lock could not be had in time (another process, a backup or a long
+    export holds it). Nothing was written; the web app answers 503 with ``Retry-After`` and
+    a station retries the record later."""
+
+    retry_after_s = 2
+
+    def __init__(self) -> None:
+        super().__init__("the database is busy with another writer; retry in a moment")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" / "busy", raw or wrapped by SQLAlchemy."""
+    if isinstance(exc, DatabaseBusy):
+        return True
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, sqlite3.OperationalError):
+        text = str(orig).lower()
+        return "locked" in text or "busy" in text
+    return False
 
 
 def make_engine(settings: TrackerSettings | str, **kwargs: Any) -> Engine:
@@ -101,19 +125,33 @@ class _SQLiteWriteLock:
     busy timeout remains the safety net for writers that do not take the lock.
     """
 
-    def __init__(self, lock_path: Path | None) -> None:
+    def __init__(self, lock_path: Path | None, wait_s: float) -> None:
         self._thread_lock = threading.Lock()
         self._lock_path = lock_path
         self._fd: int | None = None
+        self._wait_s = wait_s
 
     def __enter__(self) -> None:
-        self._thread_lock.acquire()
+        """Wait at most ``wait_s`` for both locks, then :class:`DatabaseBusy`: a request
+        must not queue behind a writer that holds the lock for long."""
+        deadline = time.monotonic() + self._wait_s
+        if not self._thread_lock.acquire(timeout=self._wait_s):
+            raise DatabaseBusy()
         if self._lock_path is None:
             return
         try:
             if self._fd is None:
                 self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            pause = 0.002
+            while True:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise DatabaseBusy() from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
         except BaseException:
             self._thread_lock.release()
             raise
@@ -130,14 +168,14 @@ class _SQLiteWriteLock:
             os.close(self._fd)
 
 
-def _write_lock_for(engine: Engine) -> contextlib.AbstractContextManager[Any]:
+def _write_lock_for(engine: Engine, wait_s: float) -> contextlib.AbstractContextManager[Any]:
     if engine.dialect.name != "sqlite":
         return contextlib.nullcontext()
     database = engine.url.database
     path = None
     if database and database != ":memory:" and not database.startswith("file:"):
         path = Path(database).with_name(Path(database).name + ".writelock")
-    return _SQLiteWriteLock(path)
+    return _SQLiteWriteLock(path, wait_s)
 
 
 class Database:
@@ -151,10 +189,12 @@ class Database:
     :attr:`state`. Sessions from :attr:`sessions` carry it in ``session.info``.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, write_wait_s: float = 10.0) -> None:
+        """``write_wait_s``: how long a SQLite writer waits for the write lock before
+        :class:`DatabaseBusy` (the web app passes its busy timeout, 2 s by default)."""
         self.engine = engine
         self.dialect = engine.dialect.name
-        self.write_lock = _write_lock_for(engine)
+        self.write_lock = _write_lock_for(engine, write_wait_s)
         self.sessions: sessionmaker[Session] = sessionmaker(
             bind=engine, class_=Session, expire_on_commit=False, info={DATABASE_KEY: self}
         )
@@ -172,12 +212,9 @@ class Database:
         return found
 
     async def call(self, work: Callable[[], T]) -> T:
-        """Run blocking database work for a caller on the event loop: inline on SQLite (a
-        local file, well under a millisecond, and writes are serialised anyway: a worker
-        thread would only add a hop and GIL hand-offs), in a worker thread on PostgreSQL
-        (it waits on the network)."""
-        if self.dialect == "sqlite":
-            return work()
+        """Run blocking database work for a caller on the event loop, in a worker thread:
+        PostgreSQL waits on the network, and SQLite may wait for a write lock held by
+        another process (a backup, an export), which must never stall the loop."""
         return await anyio.to_thread.run_sync(work)
 
     def async_pool(self) -> AsyncPgPool:
@@ -252,5 +289,3 @@ def check_schema_current(engine: Engine) -> None:
             f"the tracker database is at {where} but this version needs {head}; "
             "run `tracker db upgrade` first"
         )
-
-

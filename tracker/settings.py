@@ -47,8 +47,9 @@ class TrackerSettings:
     max_page_size: int = 500
     #: Refuse to start when the schema is not at the Alembic head (tests may switch it off).
     check_migrations: bool = True
-    #: SQLite ``busy_timeout`` in milliseconds: how long a writer waits for the lock.
-    sqlite_busy_timeout_ms: int = 10_000
+    #: SQLite ``busy_timeout`` in milliseconds: how long a writer waits for the lock held by
+    #: another process before the request is answered 503 with ``Retry-After``.
+    sqlite_busy_timeout_ms: int = 2_000
     #: Connection pool size for PostgreSQL.
     pool_size: int = 10
     #: Run the live-update watcher (SSE for operator pages). An ingest-only process behind a

@@ -74,12 +74,9 @@ def test_replayed_or_lower_counter_is_refused_and_nothing_stored(
     client: TestClient, station: StationCredentials, engine: Engine
 ) -> None:
     client.post("/api/v1/taps", json=make_tap(UID, 10), headers=station.headers)
-    for counter in (10, 9, 0):
-        answer = client.post(
-            "/api/v1/taps",
-            json=make_tap(UID, counter, key=f"other-key-{counter}"),
-            headers=station.headers,
-        )
+    other = make_station(engine, "till-2")
+    for who, counter in ((other, 10), (station, 9), (station, 0), (other, 3)):
+        answer = client.post("/api/v1/taps", json=make_tap(UID, counter), headers=who.headers)
         assert answer.status_code == 409
         assert answer.json() == {"detail": {"reason": "counter_not_increasing", "last_counter": 10}}
     assert count_rows(engine, "tap") == 1
@@ -200,7 +197,7 @@ def test_record_tap_creates_station_by_name_and_raises_typed_errors(engine: Engi
         again, created = tap_service.record_tap(s, station_name="local-till", tap=_tap(1))
         assert not created and again == tap
         with pytest.raises(tap_service.CounterConflict) as conflict:
-            tap_service.record_tap(s, station_name="local-till", tap=_tap(1, key="x:1"))
+            tap_service.record_tap(s, station_name="other-till", tap=_tap(1))
         assert conflict.value.last_counter == 1
     _block(engine, UID)
     with factory() as s, pytest.raises(tap_service.CardBlocked):
@@ -222,7 +219,7 @@ def test_two_stations_same_counter_concurrently_exactly_one_wins(engine: Engine)
 
     def worker(station_name: str, barrier: threading.Barrier, rnd: int) -> None:
         tap = TapCreate.model_validate(
-            make_tap(UID, rnd + 1, key=f"{station_name}:{rnd}")  # distinct keys: CAS decides
+            make_tap(UID, rnd + 1)  # the same key from both: the CAS decides
         )
         barrier.wait()
         with factory() as s:

@@ -60,13 +60,15 @@ def test_known_card_tap_is_stored_as_answered(
 def test_reused_key_with_a_higher_counter_stores_nothing(
     client: TestClient, station: StationCredentials, engine: Engine
 ) -> None:
-    """The counter would move, but the key is taken: the whole write is undone and the
-    station gets the tap stored under that key (a retry answer), as on the full path."""
-    first = _post(client, station, make_tap(UID, 1, key="till-1:k"))
+    """An accepted tap's key names its card and counter: a key taken from another tap is
+    refused before anything is written (it used to be answered with the other tap)."""
+    first = _post(client, station, make_tap(UID, 1))
     assert _post(client, station, make_tap(UID, 2)).status_code == 201
-    again = _post(client, station, make_tap(UID, 3, key="till-1:k"))
-    assert again.status_code == 200
-    assert again.json() == {"tap": first.json()["tap"], "created": False}
+    again = _post(client, station, make_tap(UID, 3, key=f"{UID}:1"))
+    assert again.status_code == 422
+    assert "idempotency_key" in again.text
+    retry = _post(client, station, make_tap(UID, 1))
+    assert retry.json() == {"tap": first.json()["tap"], "created": False}
     assert count_rows(engine, "tap") == 2
     assert _card(engine).last_counter == 2
 
@@ -75,11 +77,13 @@ def test_key_of_another_station_on_a_known_card_is_a_conflict(
     client: TestClient, station: StationCredentials, engine: Engine
 ) -> None:
     other = make_station(engine, "till-2")
-    assert _post(client, station, make_tap(UID, 1, key="shared")).status_code == 201
-    answer = _post(client, other, make_tap(UID, 2, key="shared"))
+    assert _post(client, station, make_tap(UID, 1)).status_code == 201
+    shared = make_tap(UID, 2, outcome="refused", key="till-1:shared")
+    assert _post(client, station, shared).status_code == 201
+    answer = _post(client, other, shared)
     assert answer.status_code == 409
     assert answer.json()["detail"] == {"reason": "counter_not_increasing", "last_counter": 1}
-    assert count_rows(engine, "tap") == 1
+    assert count_rows(engine, "tap") == 2
     assert _card(engine).last_counter == 1
 
 

@@ -21,10 +21,12 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from pydantic import computed_field, field_validator
+from pydantic import computed_field, field_validator, model_validator
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from tracker.models.checks import MAX_DB_INT, MAX_MSAT, CheckedInput
 
 #: Named constraints, so Alembic can alter them later (SQLite batch mode needs names).
 SQLModel.metadata.naming_convention = {
@@ -140,7 +142,7 @@ class CardBase(SQLModel):
     notes: str | None = Field(default=None, max_length=2000)
 
 
-class CardUpdate(SQLModel):
+class CardUpdate(CheckedInput):
     """Admin edits. Status may only be set to active or blocked (wiping happens at a station)."""
 
     alias: str | None = Field(default=None, max_length=100)
@@ -243,8 +245,14 @@ class TapBase(SQLModel):
     verified: bool = True
 
 
-class TapCreate(TapBase):
-    """What a station reports. ``station_time`` must carry a UTC offset."""
+class TapCreate(TapBase, CheckedInput):
+    """What a station reports. ``station_time`` must carry a UTC offset.
+
+    The idempotency key of an accepted, verified tap is exactly ``<UID>:<counter>`` of the
+    body (stored with the UID in upper case): a key cannot name another card's tap. Every
+    other tap (refused, or unverified) must use a key outside that form (the station sends
+    ``<station>:<uuid4>``), so no such tap can take the key of an accepted one.
+    """
 
     @field_validator("card_uid")
     @classmethod
@@ -257,6 +265,25 @@ class TapCreate(TapBase):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("station_time must be ISO 8601 with a UTC offset")
         return value
+
+    @model_validator(mode="after")
+    def _key_names_the_tap(self) -> "TapCreate":
+        uid, sep, counter = self.idempotency_key.partition(":")
+        looks_like_card_key = bool(sep) and _UID_RE.match(uid) and counter.isdecimal()
+        if self.outcome == TapOutcome.accepted and self.verified:
+            expected = f"{self.card_uid}:{self.counter}"
+            if self.idempotency_key.upper() != expected:
+                raise ValueError(
+                    f"idempotency_key of an accepted tap must be '<card_uid>:<counter>' "
+                    f"of this tap ({expected!r})"
+                )
+            self.idempotency_key = expected
+        elif looks_like_card_key:
+            raise ValueError(
+                "idempotency_key '<UID>:<counter>' is reserved for accepted taps; "
+                "send '<station>:<uuid4>' for this one"
+            )
+        return self
 
 
 class Tap(SQLModel, table=True):
@@ -319,7 +346,7 @@ class TapPublic(TapBase):
 
 
 class PayoutBase(SQLModel):
-    amount_msat: int = Field(ge=0)
+    amount_msat: int = Field(ge=0, le=MAX_MSAT)
     bolt11: str | None = Field(default=None, max_length=4000)
     payment_hash: str | None = Field(default=None, max_length=64)
     issuer_host: str | None = Field(default=None, max_length=255)
@@ -330,7 +357,7 @@ class PayoutBase(SQLModel):
     proof: dict[str, Any] | None = None
 
 
-class PayoutCreate(PayoutBase):
+class PayoutCreate(PayoutBase, CheckedInput):
     """A claim reported by a station. Link it to its tap by ``tap_idempotency_key`` or ``tap_id``.
 
     ``idempotency_key`` (optional) makes a retried report (station outbox) return the first
@@ -338,7 +365,7 @@ class PayoutCreate(PayoutBase):
     """
 
     tap_idempotency_key: str | None = Field(default=None, max_length=200)
-    tap_id: int | None = None
+    tap_id: int | None = Field(default=None, ge=1, le=MAX_DB_INT)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     state: PayoutState = PayoutState.Unknown
 
@@ -350,7 +377,7 @@ class PayoutCreate(PayoutBase):
         return value.lower() if value else value
 
 
-class PayoutUpdate(SQLModel):
+class PayoutUpdate(CheckedInput):
     """A change of state or issuer detail; a state change writes a history row."""
 
     state: PayoutState | None = None
@@ -457,7 +484,7 @@ class UserBase(SQLModel):
     role: Role = Role.viewer
 
 
-class UserCreate(UserBase):
+class UserCreate(UserBase, CheckedInput):
     password: str = Field(min_length=8, max_length=1000)
 
 

@@ -15,6 +15,7 @@ from pydantic import field_validator
 from sqlmodel import Field, SQLModel
 
 from tracker.models import BigId, PayoutState, UTCDateTime, utcnow
+from tracker.models.checks import CheckedInput
 
 
 class ClaimState(StrEnum):
@@ -56,7 +57,7 @@ class ClaimBase(SQLModel):
     station_time: datetime
 
 
-class ClaimCreate(ClaimBase):
+class ClaimCreate(ClaimBase, CheckedInput):
     """What a station posts. ``tap_key`` is the idempotency key of the accepted tap that made
     the claim; ``k1_hash`` the SHA-256 (hex) of the withdrawRequest's k1."""
 

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from tracker.models import Card, PayoutState, Station, TapOutcome
+from tracker.models.checks import MAX_DB_INT, check_moment
 
 T = TypeVar("T")
 
@@ -61,8 +62,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         micros_text, id_text = raw.split(":", 1)
+        if len(micros_text) > 20 or len(id_text) > 20:
+            raise ValueError("too long")
         micros, row_id = int(micros_text), int(id_text)
-        moment = datetime.fromtimestamp(micros / 1_000_000, UTC)
+        if not 0 <= row_id <= MAX_DB_INT:
+            raise ValueError("id out of range")
+        moment = check_moment(datetime.fromtimestamp(micros / 1_000_000, UTC))
     except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
         raise InvalidCursor("invalid cursor; request the first page without one") from None
     return moment, row_id

@@ -29,6 +29,7 @@ from tracker.models import (
     PayoutUpdate,
     Station,
     Tap,
+    TapOutcome,
     normalise_uid,
     utcnow,
 )
@@ -43,6 +44,11 @@ class PayoutNotFound(LookupError):
 
 class PayoutConflict(ValueError):
     """The payout's idempotency key belongs to another station."""
+
+
+class TapNotYours(ValueError):
+    """The payout names a tap of another station, or a refused tap: a station may only
+    attach payouts to its own accepted taps (else it could credit a claim to another)."""
 
 
 class TapNotFound(LookupError):
@@ -172,7 +178,7 @@ def _create_payout(
     tap_row = None
     if payout.tap_id is not None:
         tap_row = session.execute(
-            sa.select(col(Tap.id), col(Tap.card_pk), col(Tap.station_pk)).where(
+            sa.select(col(Tap.id), col(Tap.card_pk), col(Tap.station_pk), col(Tap.outcome)).where(
                 col(Tap.id) == payout.tap_id
             )
         ).first()
@@ -180,13 +186,18 @@ def _create_payout(
             raise TapNotFound(f"no tap with id {payout.tap_id}")
     elif payout.tap_idempotency_key:
         tap_row = session.execute(
-            sa.select(col(Tap.id), col(Tap.card_pk), col(Tap.station_pk)).where(
+            sa.select(col(Tap.id), col(Tap.card_pk), col(Tap.station_pk), col(Tap.outcome)).where(
                 col(Tap.idempotency_key) == payout.tap_idempotency_key
             )
         ).first()
         if tap_row is None:
             raise TapNotFound("no tap with that idempotency key; report the tap first")
 
+    if tap_row is not None and station_id is not None:
+        if tap_row.station_pk != station_id:
+            raise TapNotYours("that tap was reported by another station")
+        if tap_row.outcome != TapOutcome.accepted:
+            raise TapNotYours("that tap was refused; only an accepted tap can have a payout")
     card_pk = tap_row.card_pk if tap_row is not None else None
     if card_pk is None and card_uid:
         card_pk = session.execute(

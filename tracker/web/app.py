@@ -12,22 +12,27 @@ a database that is not at the Alembic head, with a message saying to run
 from __future__ import annotations
 
 import logging
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any, cast
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tracker import events
-from tracker.db import Database, check_schema_current, make_engine
+from tracker.db import Database, DatabaseBusy, check_schema_current, is_busy, make_engine
 from tracker.services.taps import TapRecorder
 from tracker.settings import TrackerSettings
+from tracker.web.deps import check_request_text
+from tracker.web.limits import RequestGate
 from tracker.web.routes import api, pages
+from tracker.web.routes.pages.errors import error_page, wants_html
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
         check_schema_current(engine)
 
     app = FastAPI(
+        dependencies=[Depends(check_request_text)],
         title="Bolt Card tracker",
         description=API_DESCRIPTION,
         version="1",
@@ -60,7 +66,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
-    database = Database(engine)
+    database = Database(engine, write_wait_s=settings.sqlite_busy_timeout_ms / 1000)
     app.state.settings = settings
     app.state.database = database
     app.state.engine = engine
@@ -80,6 +86,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
     _install_error_handlers(app)
     if settings.live_updates:
         events.install(app)
+    app.add_middleware(RequestGate, fastapi_app=app)
     return app
 
 
@@ -124,6 +131,25 @@ def _install_error_handlers(app: FastAPI) -> None:
         response = await cast(Any, page_handler)(request, exc)
         return cast(Response, response)
 
+    async def busy_or_unexpected(request: Request, exc: Exception) -> Response:
+        """SQLite's write lock held elsewhere: 503 with Retry-After, never a 500."""
+        if not is_busy(exc):
+            return await unexpected(request, exc)
+        log.warning("database busy on %s %s: answered 503", request.method, request.url.path)
+        headers = {"Retry-After": str(DatabaseBusy.retry_after_s)}
+        if not _is_api(request) and wants_html(request):
+            page = error_page(request, 503, "The database is busy; try again in a moment.")
+            page.headers.update(headers)
+            return page
+        return JSONResponse(
+            {"detail": {"reason": "database_busy", "message": str(DatabaseBusy())}},
+            status_code=503,
+            headers=headers,
+        )
+
+    for busy_type in (DatabaseBusy, sqlite3.OperationalError, OperationalError):
+        app.add_exception_handler(busy_type, busy_or_unexpected)
+
     previous_http = app.exception_handlers.get(StarletteHTTPException)
 
     @app.exception_handler(StarletteHTTPException)
@@ -140,6 +166,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if not _is_api(request) and wants_html(request):
+            # Routes outside the pages' router (the sign-in form) get the same readable 400.
+            log.info("bad request to %s: %s", request.url.path, exc.errors())
+            return error_page(request, 400, "Some of the values sent were not valid.")
         if _is_api(request) or previous_validation is None:
             errors = [
                 {

@@ -15,14 +15,25 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator
 
 from tracker.db import Database, SessionDep
 from tracker.models import Page, PayoutState, StationPublic, TapOutcome, normalise_uid
+from tracker.models.checks import (
+    MAX_DB_INT,
+    MAX_PAGE,
+    MAX_SATS,
+    MULTILINE_FIELDS,
+    check_optional_moment,
+    text_problem,
+)
 from tracker.services import stations as station_service
 from tracker.services.filters import InvalidCursor, ListFilter
 from tracker.services.taps import TapRecorder
 from tracker.web.auth import CurrentUser, current_user, require_admin, require_viewer
+from tracker.web.limits import STATION_STATE_KEY
 
 T = TypeVar("T")
 
@@ -57,8 +68,30 @@ def _unauthorized(message: str) -> HTTPException:
     )
 
 
+def _checked_at_the_door(request: Request) -> StationPublic | None:
+    """The station :class:`~tracker.web.limits.RequestGate` authenticated before the body."""
+    found = getattr(request.state, STATION_STATE_KEY, None)
+    return found if isinstance(found, StationPublic) else None
+
+
+async def look_up_station(db: Database, token: str) -> StationPublic | None:
+    """The station of ``token`` (from the cache when seen in the last seconds), or None."""
+    station = station_service.cached_station(db, token)
+    if station is not None:
+        return station
+
+    def look_up() -> StationPublic | None:
+        with db.sessions() as session:
+            return station_service.authenticate(session, token=token)
+
+    return await db.call(look_up)
+
+
 def require_station(request: Request, session: SessionDep) -> StationPublic:
     """The station whose Bearer token came with the request (401 otherwise)."""
+    checked = _checked_at_the_door(request)
+    if checked is not None:
+        return checked
     token = bearer(request)
     if token is None:
         raise _unauthorized("send the station token as 'Authorization: Bearer <token>'")
@@ -71,17 +104,16 @@ def require_station(request: Request, session: SessionDep) -> StationPublic:
 async def station_of(request: Request) -> StationPublic:
     """:func:`require_station` for the ingest routes: a token seen in the last seconds is
     answered from the cache without a session; others are looked up (401 when unknown)."""
-    db = database(request)
+    checked = _checked_at_the_door(request)
+    if checked is not None:
+        return checked
     token = bearer(request)
-    station = station_service.cached_station(db, token) if token else None
-    if station is not None:
-        return station
-
-    def look_up() -> StationPublic:
-        with db.sessions() as session:
-            return require_station(request, session)
-
-    return await db.call(look_up)
+    if token is None:
+        raise _unauthorized("send the station token as 'Authorization: Bearer <token>'")
+    station = await look_up_station(database(request), token)
+    if station is None:
+        raise _unauthorized("unknown station token; create one with `tracker stations add`")
+    return station
 
 
 def station_or_viewer(request: Request, session: SessionDep) -> StationPublic | CurrentUser:
@@ -113,6 +145,48 @@ AdminWriteDep = Annotated[CurrentUser, Depends(require_admin_write)]
 
 
 # --- parsing and paging ------------------------------------------------------------------------
+
+#: A path or body id: a positive signed 64-bit integer (a larger one cannot exist).
+DbId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
+#: A moment in a query (since/until): inside the range the tracker stores.
+Moment = Annotated[datetime | None, AfterValidator(check_optional_moment)]
+#: An offset page number (the cards list).
+PageNumber = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+
+
+def _invalid(where: str, name: str, problem: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"loc": (where, name), "msg": problem, "type": "value_error", "input": None}]
+    )
+
+
+async def check_request_text(request: Request) -> None:
+    """App-wide dependency: no control characters in the path, the query or a form field.
+
+    Why: nothing the tracker stores or looks up may contain them (PostgreSQL refuses NUL),
+    and catching them here keeps every route from answering 500 on a crafted URL. The JSON
+    bodies are checked by their models (:class:`~tracker.models.checks.CheckedInput`).
+    Raised as a validation error: 422 under /api, a 400 page for the pages."""
+    problem = text_problem(request.url.path)
+    if problem is not None:
+        raise _invalid("path", "path", problem)
+    for name, value in request.query_params.multi_items():
+        problem = text_problem(name) or text_problem(value)
+        if problem is not None:
+            raise _invalid("query", name, problem)
+    content_type = request.headers.get("content-type", "")
+    if request.method == "POST" and (
+        content_type.startswith("application/x-www-form-urlencoded")
+        or content_type.startswith("multipart/form-data")
+    ):
+        form = await request.form()  # FastAPI has read (and cached) it already
+        for name, field in form.multi_items():
+            if isinstance(field, str):
+                problem = text_problem(name) or text_problem(
+                    field, multiline=name in MULTILINE_FIELDS
+                )
+                if problem is not None:
+                    raise _invalid("body", name, problem)
 
 
 def not_found(reason: str, message: str) -> HTTPException:
@@ -146,10 +220,10 @@ class ListParams:
         outcome: Annotated[TapOutcome | None, Query(description="tap outcome")] = None,
         card: Annotated[str | None, Query(description="card UID (hex)")] = None,
         station: Annotated[str | None, Query(description="station name")] = None,
-        since: Annotated[datetime | None, Query(description="from (inclusive, ISO 8601)")] = None,
-        until: Annotated[datetime | None, Query(description="to (exclusive, ISO 8601)")] = None,
-        min_sats: Annotated[int | None, Query(ge=0)] = None,
-        max_sats: Annotated[int | None, Query(ge=0)] = None,
+        since: Annotated[Moment, Query(description="from (inclusive, ISO 8601)")] = None,
+        until: Annotated[Moment, Query(description="to (exclusive, ISO 8601)")] = None,
+        min_sats: Annotated[int | None, Query(ge=0, le=MAX_SATS)] = None,
+        max_sats: Annotated[int | None, Query(ge=0, le=MAX_SATS)] = None,
         q: Annotated[str | None, Query(max_length=200, description="text search")] = None,
     ) -> None:
         card_uid = uid_or_422(card) if card else None

@@ -9,11 +9,13 @@ answers exactly as before. Callers never look at the dialect.
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
 
 import anyio.to_thread
+from sqlalchemy.exc import OperationalError
 
-from tracker.db import Database
+from tracker.db import Database, DatabaseBusy, is_busy
 from tracker.models import TapCreate, TapOutcome, TapPublic, utcnow
 from tracker.services import stations as station_service
 from tracker.services.taps.fast import PgFastPath, SqliteFastPath, Stored
@@ -35,7 +37,19 @@ class TapRecorder:
         self, tap: TapCreate, *, station_name: str, station_id: int | None = None
     ) -> tuple[TapPublic, bool]:
         """Store a tap in the calling thread. ``station_id`` names an authenticated station;
-        without it the station called ``station_name`` is used (created if missing)."""
+        without it the station called ``station_name`` is used (created if missing).
+        Raises :class:`~tracker.db.DatabaseBusy` when SQLite's write lock is held elsewhere
+        past the busy timeout (nothing stored)."""
+        try:
+            return self._record(tap, station_name=station_name, station_id=station_id)
+        except (sqlite3.OperationalError, OperationalError) as exc:
+            if is_busy(exc):
+                raise DatabaseBusy() from exc
+            raise
+
+    def _record(
+        self, tap: TapCreate, *, station_name: str, station_id: int | None
+    ) -> tuple[TapPublic, bool]:
         if station_id is not None and _common_case(tap):
             now = utcnow()
             stored = self._store_fast(
@@ -55,7 +69,12 @@ class TapRecorder:
         anyway and take well under a millisecond: doing them on the loop avoids a thread hop
         and GIL hand-offs per tap (measured: about twice the ingest rate)."""
         if self._pg is None:
-            return self.record(tap, station_name=station_name, station_id=station_id)
+            # SQLite: in a worker thread, as the write lock may be held by another process
+            # for a while (DatabaseBusy after the busy timeout); the loop keeps serving.
+            def on_sqlite() -> tuple[TapPublic, bool]:
+                return self.record(tap, station_name=station_name, station_id=station_id)
+
+            return await anyio.to_thread.run_sync(on_sqlite)
         if _common_case(tap):
             now = utcnow()
             stored = await self._pg.store_async(
@@ -98,9 +117,7 @@ class TapRecorder:
         self, tap: TapCreate, *, station_name: str, station_id: int | None
     ) -> tuple[TapPublic, bool]:
         with self.database.sessions() as session:
-            return record_tap(
-                session, station_id=station_id, station_name=station_name, tap=tap
-            )
+            return record_tap(session, station_id=station_id, station_name=station_name, tap=tap)
 
     @staticmethod
     def _answer(tap: TapCreate, stored: Stored, *, station_name: str, now: datetime) -> TapPublic:

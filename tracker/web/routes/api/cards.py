@@ -23,6 +23,7 @@ from tracker.services import taps as tap_service
 from tracker.services.filters import ListFilter
 from tracker.web.deps import (
     AdminWriteDep,
+    PageNumber,
     ViewerDep,
     not_found,
     one_page,
@@ -55,7 +56,7 @@ def get_cards(
     _user: ViewerDep,
     q: Annotated[str | None, Query(max_length=200)] = None,
     status_: Annotated[CardStatus | None, Query(alias="status")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: PageNumber = 1,
     page_size: Annotated[int | None, Query(ge=1)] = None,
 ) -> card_service.CardsPage:
     return card_service.list_cards(

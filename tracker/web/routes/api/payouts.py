@@ -11,6 +11,7 @@ from tracker.db import SessionDep
 from tracker.models import Page, PayoutCreate, PayoutDetail, PayoutPublic, PayoutUpdate
 from tracker.services import payouts as payout_service
 from tracker.web.deps import (
+    DbId,
     ListDep,
     StationDep,
     ViewerDep,
@@ -49,6 +50,11 @@ def post_payout(
             status_code=status.HTTP_404_NOT_FOUND,
             detail={"reason": "tap_not_found", "message": str(exc)},
         ) from None
+    except payout_service.TapNotYours as exc:
+        field = "tap_id" if body.tap_id is not None else "tap_idempotency_key"
+        raise HTTPException(
+            status_code=422, detail=[{"field": field, "reason": str(exc), "type": "value_error"}]
+        ) from None
     except payout_service.PayoutConflict as exc:
         raise HTTPException(
             status_code=status.HTTP_409_CONFLICT,
@@ -65,14 +71,25 @@ def post_payout(
     summary="Change a payout's state or issuer details (its station, or an admin)",
 )
 def patch_payout(
-    payout_id: int, body: PayoutUpdate, request: Request, session: SessionDep
+    payout_id: DbId, body: PayoutUpdate, request: Request, session: SessionDep
 ) -> PayoutPublic:
     """A state change adds a row to the payout's history (``source`` says who)."""
     station_id: int | None = None
     if bearer(request) is not None:
         station_id = require_station(request, session).id
-        if "source" not in body.model_fields_set:
-            body.source = "station"
+        if "source" in body.model_fields_set and body.source != "station":
+            # Only operators (and the issuer's webhooks) write the other kinds of history.
+            raise HTTPException(
+                status_code=422,
+                detail=[
+                    {
+                        "field": "source",
+                        "reason": "a station's changes are recorded as source 'station'",
+                        "type": "value_error",
+                    }
+                ],
+            )
+        body.source = "station"
     else:
         require_admin_write(request)
         if "source" not in body.model_fields_set:
@@ -104,7 +121,7 @@ add_export_routes(router, "payouts")  # before /payouts/{payout_id}
 
 
 @router.get("/payouts/{payout_id}", response_model=PayoutDetail, summary="One payout in full")
-def get_payout(payout_id: int, session: SessionDep, _user: ViewerDep) -> PayoutDetail:
+def get_payout(payout_id: DbId, session: SessionDep, _user: ViewerDep) -> PayoutDetail:
     try:
         return payout_service.payout_detail(session, payout_id=payout_id)
     except payout_service.PayoutNotFound:

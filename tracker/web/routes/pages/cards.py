@@ -16,6 +16,7 @@ from tracker.services import payouts as payout_service
 from tracker.services import taps as tap_service
 from tracker.services.filters import InvalidCursor, ListFilter
 from tracker.web.auth import Admin, CSRFChecked, Viewer
+from tracker.web.deps import PageNumber
 from tracker.web.routes.pages.errors import PageRoute
 from tracker.web.routes.pages.listing import PAGE_SIZE
 from tracker.web.templating import render
@@ -31,7 +32,7 @@ def cards_page(
     user: Viewer,
     q: str = "",
     card_status: Annotated[str, Query(alias="status")] = "",
-    page: int = 1,
+    page: PageNumber = 1,
 ) -> Response:
     status_filter = None
     if card_status:

@@ -28,7 +28,7 @@ _HEADINGS = {
 }
 
 
-def _wants_html(request: Request) -> bool:
+def wants_html(request: Request) -> bool:
     if request.url.path.startswith("/api/") or request.url.path == "/events":
         return False
     accept = request.headers.get("accept", "")
@@ -85,18 +85,18 @@ class PageRoute(APIRoute):
             try:
                 return await original(request)
             except StarletteHTTPException as exc:
-                if exc.status_code < 400 or not _wants_html(request):
+                if exc.status_code < 400 or not wants_html(request):
                     raise
                 if exc.status_code >= 500:
                     log.error("HTTP %s on %s: %s", exc.status_code, request.url.path, exc.detail)
                 return error_page(request, exc.status_code, str(exc.detail))
             except RequestValidationError as exc:
-                if not _wants_html(request):
+                if not wants_html(request):
                     raise
                 log.info("bad request to %s: %s", request.url.path, exc.errors())
                 return error_page(request, 400, "Some of the values sent were not valid.")
             except Exception as exc:
-                if not _wants_html(request):
+                if not wants_html(request):
                     raise
                 return server_error_page(request, exc)
 
@@ -112,7 +112,7 @@ def install_error_pages(app: Any) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code >= 400 and _wants_html(request):
+        if exc.status_code >= 400 and wants_html(request):
             message = (
                 "There is no page at this address." if exc.status_code == 404 else str(exc.detail)
             )
@@ -120,7 +120,7 @@ def install_error_pages(app: Any) -> None:
         return await http_exception_handler(request, exc)
 
     async def on_error(request: Request, exc: Exception) -> Response:
-        if _wants_html(request):
+        if wants_html(request):
             return server_error_page(request, exc)
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal error; see the tracker log"}, status_code=500)

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from fastapi import Request
 
 from tracker.models import PayoutState, TapOutcome, normalise_uid
+from tracker.models.checks import MAX_SATS, check_moment
 from tracker.services import stations as station_service
 from tracker.services.filters import InvalidCursor, ListFilter
 
@@ -77,19 +78,24 @@ def parse_filters(request: Request, *, kind: str) -> Filters:
     for key, end in (("since", False), ("until", True)):
         if raw[key]:
             try:
-                values[key] = _parse_moment(raw[key], end_of_day=end)
-            except ValueError:
-                errors.append(f"{key.capitalize()} must be a date like 2026-11-26.")
+                values[key] = check_moment(_parse_moment(raw[key], end_of_day=end))
+            except (ValueError, OverflowError):
+                errors.append(
+                    f"{key.capitalize()} must be a date like 2026-11-26, between 1970 and 2099."
+                )
     if kind == "payouts":
         for key in ("min_sats", "max_sats"):
             if raw[key]:
                 try:
                     number = int(raw[key])
-                    if number < 0:
+                    if not 0 <= number <= MAX_SATS:
                         raise ValueError
                     values[key] = number
                 except ValueError:
-                    errors.append("Amounts must be whole, non-negative numbers of sats.")
+                    errors.append(
+                        "Amounts must be whole, non-negative numbers of sats "
+                        "(at most 21 million BTC)."
+                    )
     if raw["q"]:
         values["q"] = raw["q"][:200]
     params = {k: v for k, v in raw.items() if v}

@@ -9,6 +9,7 @@ from tracker.db import SessionDep
 from tracker.models import PayoutState
 from tracker.services import payouts as payout_service
 from tracker.web.auth import Viewer
+from tracker.web.deps import DbId
 from tracker.web.routes.pages.errors import PageRoute
 from tracker.web.routes.pages.listing import list_page, parse_filters
 from tracker.web.templating import render
@@ -35,7 +36,7 @@ def payouts_page(request: Request, session: SessionDep, user: Viewer) -> Respons
 
 
 @router.get("/payouts/{payout_id}")
-def payout_page(request: Request, payout_id: int, session: SessionDep, user: Viewer) -> Response:
+def payout_page(request: Request, payout_id: DbId, session: SessionDep, user: Viewer) -> Response:
     try:
         detail = payout_service.payout_detail(session, payout_id=payout_id)
     except payout_service.PayoutNotFound:
