@@ -55,6 +55,8 @@ class DirectUplink:
             return Delivery(BLOCKED, detail="card_blocked")
         except OperationalError as exc:
             raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
+        except tracker_db.DatabaseBusy:
+            raise UplinkUnavailable("the tracker database is busy (write lock held)") from None
 
     def _send_claim(self, record: ClaimRecord) -> Delivery:
         try:
@@ -71,6 +73,8 @@ class DirectUplink:
             return Delivery(REJECTED, detail=f"{exc.field}: {exc}"[:300])
         except OperationalError as exc:
             raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
+        except tracker_db.DatabaseBusy:
+            raise UplinkUnavailable("the tracker database is busy (write lock held)") from None
 
     def card_status(self, uid: str) -> CardStatus:
         try:
