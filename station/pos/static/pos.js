@@ -85,7 +85,7 @@
       lastSeq = d.seq;
     }
     if (kind === "pin_required") { askPin(d); return; }
-    if (kind === "pin_wrong") { setError("Wrong PIN."); return; }
+    if (kind === "pin_wrong") { setError(d.reason || "Wrong PIN."); return; }
     if (kind === "invoice" || kind === "callback" || kind === "armed") return;
     if (kind === "tapped") current.state = "tapped";
     else if (kind === "state") { current.state = d.state; current.reason = d.reason; }
