@@ -357,10 +357,13 @@ class Ledger:
         amount_msat: int,
         pin: str | None,
     ) -> Payout:
-        """Spend one tap: advance the counter, check PIN, dedup and balance, create the payout.
+        """Spend one tap: check the PIN, advance the counter, dedup and balance, make the payout.
 
-        The counter moves first (as BTCPay's ``updateCounter: pr is not null`` does), so a tap
-        whose claim is then refused is used up, and a concurrent duplicate sees it as replayed.
+        A wrong PIN leaves the tap unspent, so the point of sale may ask again on the same link;
+        three wrong PINs disable the card (the Bolt Card withdraw-pin rule: "invalidate the link
+        after 3 failed PINs"; BTCPay itself has no PIN). Otherwise the counter moves first (as
+        BTCPay's ``updateCounter: pr is not null`` does), so a tap whose claim is then refused
+        is used up, and a concurrent duplicate sees it as replayed.
         """
         with self._lock:
             card = self._cards.get(tap.uid)
@@ -368,7 +371,6 @@ class Ledger:
                 raise ClaimRefused(REPLAYED)
             if not card.enabled:
                 raise ClaimRefused(DISABLED)
-            card.counter = tap.counter
             if card.pin is not None and amount_msat >= card.pin_limit_msat:
                 if pin is None:
                     raise ClaimRefused("A PIN is required for this amount")
@@ -380,6 +382,7 @@ class Ledger:
                     left = MAX_PIN_TRIES - card.pin_failures
                     raise ClaimRefused(f"Wrong PIN ({left} tries left)")
                 card.pin_failures = 0
+            card.counter = tap.counter
             if payment_hash in self._by_hash:
                 raise ClaimRefused("Payment request could not be paid (Claim result: Duplicate)")
             pp = self._pull_payments[card.pull_payment_id]

@@ -290,11 +290,6 @@ def test_with_a_pos_token_the_page_asks_for_it_and_still_prompts_for_the_pin(
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the runner retries a wrong PIN on the same tap (same k1), but the demo issuer moves the "
-    "card's counter before it checks the PIN, so the retry is refused as 'Replayed or expired "
-    "query'; one of the two has to change (integrator: station/claim/runner.py or "
-    "station/demo/books.py)"))
 def test_a_wrong_pin_then_the_right_one_is_paid(browser: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
