@@ -33,17 +33,9 @@ VPCD_SLOT = "Virtual PCD 00 00"
 
 
 def _card(tmp: Path, uid: bytes = UID) -> Any:
-    from station.cli.demo import load_or_provision
+    from station.cli.demo_run import load_or_provision
 
     return load_or_provision(tmp / f"{uid.hex()}.json", uid, ISSUER, "lnurlw://pay.example.com/ln")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _tracker_db(tmp: Path) -> str:
@@ -71,6 +63,17 @@ def _pipeline(tmp: Path, uplink: Any, confirm: float, name: str) -> tuple[Any, A
                        confirm_timeout=confirm)
     forwarder.start()
     return pipe, outbox, forwarder
+
+
+def _live_tracker(tmp: Path) -> Any:
+    """A real tracker on loopback (the tests' LiveTracker), for the HTTP case."""
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        import tracker_live
+    finally:
+        sys.path.pop(0)
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tracker_live.LiveTracker(tmp)
 
 
 def _pcsc_rows(tmp: Path, n: int) -> list[dict[str, Any]]:
@@ -106,12 +109,14 @@ def _pcsc_rows(tmp: Path, n: int) -> list[dict[str, Any]]:
 
         import httpx
 
-        from station.cli.demo import prepare_tracker, serve_tracker
         from station.uplink.http import HttpUplink
 
-        t_settings, t_engine, _password, token = prepare_tracker(tmp / "http-tracker")
+        live = _live_tracker(tmp / "http-tracker")
+        token = live.add_station("bench-http")
+        live.start()
+        base = live.url
         stack = contextlib.ExitStack()
-        base = stack.enter_context(serve_tracker(t_settings, t_engine, _free_port()))
+        stack.callback(live.close)
         cases = (
             ("tap present -> recorded (outbox fsync), pcscd+vpcd", NullUplink(), 0.0),
             ("tap present -> in tracker db (direct), pcscd+vpcd",
@@ -148,7 +153,6 @@ def _pcsc_rows(tmp: Path, n: int) -> list[dict[str, Any]]:
         bridge.close()
         reader.close()
         stack.close()
-        t_engine.dispose()
     finally:
         daemon.close()
     return rows

@@ -177,17 +177,24 @@ def demo_cards(cards_dir: Path, lnurlw: str) -> list[tuple[EmulatedCard, Path]]:
     out = []
     for uid_hex in DEMO_UIDS:
         path = cards_dir / f"{uid_hex}.json"
-        card, created = store.load_or_create(path, bytes.fromhex(uid_hex), save_new=False)
-        if created:
-            flows.drive(
-                flows.provision_bolt_card(
-                    bolt_card_template(lnurlw),
-                    lambda u: derive_keys(DEMO_ISSUER_KEY, u, 1), os.urandom),
-                card.transceive,
-            )
-            store.save(path, card)
-        out.append((card, path))
+        out.append((load_or_provision(path, bytes.fromhex(uid_hex), DEMO_ISSUER_KEY, lnurlw),
+                    path))
     return out
+
+
+def load_or_provision(path: Path, uid: bytes, issuer_key: bytes, base_url: str) -> EmulatedCard:
+    """An emulated card from its state file, or a factory card provisioned as a Bolt Card
+    (URL ``base_url?p=…&c=…``, keys derived from ``issuer_key`` at version 1) and saved."""
+    card, created = store.load_or_create(path, uid, save_new=False)
+    if created:
+        flows.drive(
+            flows.provision_bolt_card(
+                bolt_card_template(base_url), lambda u: derive_keys(issuer_key, u, 1),
+                os.urandom),
+            card.transceive,
+        )
+        store.save(path, card)
+    return card
 
 
 class UrlCard:

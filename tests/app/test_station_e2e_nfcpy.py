@@ -41,7 +41,7 @@ class ForeignCard:
 def test_taps_through_nfcpy_udp(tmp_path: Path) -> None:
     from tracker_live import LiveTracker
 
-    from station.cli.demo import load_or_provision
+    from station.cli.demo_run import load_or_provision
     from station.emulator.bridges.nfc_udp import NfcUdpCard
     from station.emulator.card import EmulatedCard
 

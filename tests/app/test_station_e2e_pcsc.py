@@ -42,7 +42,7 @@ class ForeignCard:
 def rig(tmp_path: Path, pcscd):  # type: ignore[no-untyped-def]
     from tracker_live import LiveTracker
 
-    from station.cli.demo import load_or_provision
+    from station.cli.demo_run import load_or_provision
     from station.emulator.bridges.vpcd import VpcdBridge
     from station.readers.pcsc import PcscReader
 

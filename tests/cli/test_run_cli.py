@@ -23,7 +23,7 @@ def station(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 @pytest.fixture(scope="module")
 def card_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from station.cli.demo import load_or_provision
+    from station.cli.demo_run import load_or_provision
 
     path = tmp_path_factory.mktemp("cards") / "card.json"
     load_or_provision(path, UID, ISSUER, "lnurlw://pay.example.com/ln")

@@ -258,7 +258,7 @@ ISSUER = bytes.fromhex("00112233445566778899aabbccddeeff")
 
 
 def _real_card(tmp_path: Path, uid_hex: str, issuer: bytes):  # type: ignore[no-untyped-def]
-    from station.cli.demo import load_or_provision
+    from station.cli.demo_run import load_or_provision
 
     return load_or_provision(tmp_path / f"{uid_hex}.json", bytes.fromhex(uid_hex), issuer,
                              "lnurlw://pay.example.com/ln")
