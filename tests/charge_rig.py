@@ -10,7 +10,7 @@ the issuer pays it through the wallet's API. Both peers are the project's TEST P
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,13 @@ class ChargeRig:
     issuer: Any  # station.demo.issuer.Issuer: fault switches in .faults
     outbox: Path
     env: dict[str, str] = field(default_factory=dict)
+    counter: CallbackCounter = field(default_factory=lambda: CallbackCounter(None))
+    stop_issuer: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    @property
+    def callbacks(self) -> int:
+        """How many claim callbacks (``GET /boltcard`` with ``pr=``) reached the issuer."""
+        return self.counter.callbacks
 
     def merchant_balance_msat(self) -> int:
         got = httpx.get(f"{self.wallet_url}/api/v1/wallet",
@@ -57,6 +64,26 @@ class ChargeRig:
         env.update(self.env)
         env.update(extra)
         return env
+
+
+class CallbackCounter:
+    """ASGI wrapper around the issuer counting the requests that carry a claim (``pr=``): the
+    "never sent twice" promise is checked on what the issuer saw, not on what the station says.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.callbacks = 0
+        self.fetches = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") == "/boltcard":
+            query = scope.get("query_string", b"")
+            if b"pr=" in query:
+                self.callbacks += 1
+            else:
+                self.fetches += 1
+        await self.app(scope, receive, send)
 
 
 def link_card(issuer_url: str, uid: bytes, pull_payment: str = "pp1") -> dict[str, Any]:
@@ -84,13 +111,14 @@ def provision(path: Path, uid: bytes, answer: dict[str, Any]) -> None:
 @contextmanager
 def charge_rig(tmp: Path, *, balance_msat: int = 2_100_000, **issuer: Any) -> Iterator[ChargeRig]:
     wallet_url, stop_wallet = serve_in_thread(create_wallet([MERCHANT, ISSUER_WALLET]))
+    issuer.setdefault("payer", LnbitsPayer(wallet_url, ISSUER_WALLET.admin_key))
     cfg = IssuerConfig(
-        payer=LnbitsPayer(wallet_url, ISSUER_WALLET.admin_key),
         pull_payments=[PullPayment("pp1", "Shop pull payment", balance_msat)],
         issuer_key=ISSUER_KEY, api_keys=[API_KEY], pay_timeout_s=5.0, **issuer,
     )
     app = create_app(cfg)
-    issuer_url, stop_issuer = serve_issuer(app)
+    counter = CallbackCounter(app)
+    issuer_url, stop_issuer = serve_issuer(counter)  # type: ignore[arg-type]
     try:
         answer = link_card(issuer_url, UID)
         state = tmp / "card.json"
@@ -109,7 +137,7 @@ def charge_rig(tmp: Path, *, balance_msat: int = 2_100_000, **issuer: Any) -> It
             "STATION_DEBOUNCE": "0",
         }
         yield ChargeRig(wallet_url, issuer_url, state, answer["LNURLW"], issuer_of(app),
-                        outbox, env)
+                        outbox, env, counter, stop_issuer)
     finally:
         stop_issuer()
         stop_wallet()
