@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,49 @@ def wait_for(cond: Any, timeout: float = 30.0, what: str = "condition") -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class InProcessStation:
+    """The station built by the composition root from ``STATION_*`` settings, on an emulated
+    reader, running in this process: the tests reach inside (client timeout, forwarder)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from station.app import build_station
+        from station.daemon import ReaderSlot
+        from station.readers.emulated import EmulatedReader
+        from station.settings import load_settings
+
+        self.reader = EmulatedReader()
+        settings = load_settings(env=env)
+        self.station = build_station(
+            settings, slots=[ReaderSlot("emulated", open=lambda: self.reader)], poll=0.02,
+            backoff_max=0.2,
+        )
+        assert self.station.charging is not None
+        self.charging = self.station.charging
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> InProcessStation:
+        self.station.forwarder.start()
+        self.charging.start()
+        self._thread = threading.Thread(target=self.station.daemon.run, daemon=True)
+        self._thread.start()
+        return self
+
+    def charge(self, card: Any, amount_sats: int, timeout: float = 30.0) -> Any:
+        """Arm ``amount_sats``, present ``card``, wait for the outcome, take the card away."""
+        charge = self.charging.registry.arm(amount_sats, "e2e", timeout=timeout)
+        self.reader.present(card)
+        try:
+            for event in charge.follow(timeout):
+                if event is not None and event.kind == "outcome":
+                    break
+        finally:
+            self.reader.remove()
+        return charge
+
+    def close(self) -> int:
+        self.station.daemon.stop()
+        if self._thread is not None:
+            self._thread.join(10)
+        return self.station.shutdown(flush_timeout=3.0)
