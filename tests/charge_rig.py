@@ -10,7 +10,7 @@ the issuer pays it through the wallet's API. Both peers are the project's TEST P
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,19 @@ class ChargeRig:
     issuer: Any  # station.demo.issuer.Issuer: fault switches in .faults
     outbox: Path
     env: dict[str, str] = field(default_factory=dict)
+    counter: RequestCounter = field(default_factory=lambda: RequestCounter(None))
+    wallet_counter: RequestCounter = field(default_factory=lambda: RequestCounter(None))
+    stop_issuer: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    @property
+    def callbacks(self) -> int:
+        """How many claim callbacks (``GET /boltcard`` with ``pr=``) reached the issuer."""
+        return self.counter.callbacks
+
+    @property
+    def invoices_made(self) -> int:
+        """How many invoices the merchant's key asked the demo wallet for."""
+        return self.wallet_counter.merchant_invoices
 
     def merchant_balance_msat(self) -> int:
         got = httpx.get(f"{self.wallet_url}/api/v1/wallet",
@@ -57,6 +70,32 @@ class ChargeRig:
         env.update(self.env)
         env.update(extra)
         return env
+
+
+class RequestCounter:
+    """ASGI wrapper around a peer counting what it was asked: at the issuer, the requests that
+    carry a claim (``pr=``) — the "never sent twice" promise is checked on what the issuer saw,
+    not on what the station says; at the wallet, the invoices the merchant's key asked for."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.callbacks = 0
+        self.fetches = 0
+        self.merchant_invoices = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope.get("path")
+            if path == "/boltcard":
+                if b"pr=" in scope.get("query_string", b""):
+                    self.callbacks += 1
+                else:
+                    self.fetches += 1
+            elif path == "/api/v1/payments" and scope.get("method") == "POST":
+                key = dict(scope.get("headers", [])).get(b"x-api-key", b"")
+                if key == MERCHANT.invoice_key.encode():
+                    self.merchant_invoices += 1
+        await self.app(scope, receive, send)
 
 
 def link_card(issuer_url: str, uid: bytes, pull_payment: str = "pp1") -> dict[str, Any]:
@@ -83,14 +122,16 @@ def provision(path: Path, uid: bytes, answer: dict[str, Any]) -> None:
 
 @contextmanager
 def charge_rig(tmp: Path, *, balance_msat: int = 2_100_000, **issuer: Any) -> Iterator[ChargeRig]:
-    wallet_url, stop_wallet = serve_in_thread(create_wallet([MERCHANT, ISSUER_WALLET]))
+    wallet_counter = RequestCounter(create_wallet([MERCHANT, ISSUER_WALLET]))
+    wallet_url, stop_wallet = serve_in_thread(wallet_counter)
+    issuer.setdefault("payer", LnbitsPayer(wallet_url, ISSUER_WALLET.admin_key))
     cfg = IssuerConfig(
-        payer=LnbitsPayer(wallet_url, ISSUER_WALLET.admin_key),
         pull_payments=[PullPayment("pp1", "Shop pull payment", balance_msat)],
         issuer_key=ISSUER_KEY, api_keys=[API_KEY], pay_timeout_s=5.0, **issuer,
     )
     app = create_app(cfg)
-    issuer_url, stop_issuer = serve_issuer(app)
+    counter = RequestCounter(app)
+    issuer_url, stop_issuer = serve_issuer(counter)  # type: ignore[arg-type]
     try:
         answer = link_card(issuer_url, UID)
         state = tmp / "card.json"
@@ -109,7 +150,7 @@ def charge_rig(tmp: Path, *, balance_msat: int = 2_100_000, **issuer: Any) -> It
             "STATION_DEBOUNCE": "0",
         }
         yield ChargeRig(wallet_url, issuer_url, state, answer["LNURLW"], issuer_of(app),
-                        outbox, env)
+                        outbox, env, counter, wallet_counter, stop_issuer)
     finally:
         stop_issuer()
         stop_wallet()

@@ -245,6 +245,9 @@ class ChargeRegistry:
         self._on_final = on_final
         self._lock = threading.Lock()
         self._charges: dict[str, Charge] = {}
+        # One expiry timer per armed charge, cancelled when it stops being armed: otherwise
+        # each charge leaves a sleeping thread behind for its whole timeout.
+        self._timers: dict[str, threading.Timer] = {}
 
     def arm(
         self,
@@ -274,10 +277,11 @@ class ChargeRegistry:
             )
             self._charges[charge.id] = charge
             self._trim_locked()
+            # Nobody may look at the registry while the charge waits: time it out on the dot.
+            timer = threading.Timer(wait + 0.01, self.expire)
+            timer.daemon = True
+            self._timers[charge.id] = timer
         charge.emit("armed", **charge.public())
-        # Nobody may look at the registry while the charge waits: time it out on the dot.
-        timer = threading.Timer(wait + 0.01, self.expire)
-        timer.daemon = True
         timer.start()
         return charge
 
@@ -295,6 +299,7 @@ class ChargeRegistry:
                 return None
             found.state = TAPPED
             found.started = time.perf_counter()
+            self._drop_timer_locked(found.id)
         return found
 
     def get(self, charge_id: str) -> Charge | None:
@@ -312,6 +317,7 @@ class ChargeRegistry:
                     f"charge is {charge.state}: only an armed charge can be cancelled"
                 )
             charge.state = CANCELLED
+            self._drop_timer_locked(charge_id)
         self._finish(charge, CANCELLED, "cancelled by the merchant")
         return charge
 
@@ -322,6 +328,7 @@ class ChargeRegistry:
             if charge is None or charge.state != ARMED:
                 return None
             charge.state = REFUSED
+            self._drop_timer_locked(charge_id)
         charge.fault = "station"
         self._finish(charge, REFUSED, reason)
         return charge
@@ -340,8 +347,14 @@ class ChargeRegistry:
         for charge in self._charges.values():
             if charge.state == ARMED and now >= charge.expires_at:
                 charge.state = TIMEOUT
+                self._drop_timer_locked(charge.id)
                 # Outside the registry's lock would be nicer; emit only takes the charge's own.
                 self._finish(charge, TIMEOUT, "no card was tapped in time")
+
+    def _drop_timer_locked(self, charge_id: str) -> None:
+        timer = self._timers.pop(charge_id, None)
+        if timer is not None:
+            timer.cancel()  # also before start(): the thread then ends at once
 
     def _finish(self, charge: Charge, state: str, reason: str) -> None:
         charge.set_state(state, reason)

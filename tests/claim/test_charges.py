@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import stat
 import threading
+import time
 
 import pytest
 
@@ -69,6 +70,27 @@ def test_armed_charge_times_out_and_frees_the_reader() -> None:
     assert finished == [states.TIMEOUT]
     assert [e.kind for e in charge.events] == ["armed", "state", "outcome"]
     reg.arm(100, reader="r")  # free again
+
+
+def test_a_charge_that_stops_waiting_leaves_no_timer_thread_behind() -> None:
+    """A busy till arms hundreds of charges an hour; each used to keep a sleeping thread for
+    its whole timeout after it was tapped, cancelled or refused."""
+    reg = ChargeRegistry(default_timeout=600)
+    before = threading.active_count()
+    for _ in range(20):
+        reg.arm(100, reader="r")
+        assert reg.take("r") is not None
+    reg.cancel(reg.arm(100, reader="r").id)
+    reg.refuse(reg.arm(100, reader="r").id, "tap refused")
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
+    armed = reg.arm(100, reader="r", timeout=0.05)  # a charge still armed does time out
+    deadline = time.monotonic() + 5
+    while armed.state == states.ARMED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert armed.state == states.TIMEOUT
 
 
 def test_cancel_only_while_armed() -> None:
