@@ -522,6 +522,10 @@ class Stats(SQLModel):
     failed_payouts: int
     total_amount_sats: int
     completed_amount_sats: int
+    #: Separate figures: what was paid, what is still on its way, what will not be paid.
+    pending_amount_sats: int = 0
+    failed_amount_sats: int = 0
+    payouts_by_state: dict[str, int] = Field(default_factory=dict)
     active_cards: int
     taps_today: int
     taps_in_period: int
