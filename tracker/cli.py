@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from tracker.models import Role
@@ -224,31 +223,26 @@ def cmd_issuers_remove(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     import asyncio
 
-    from tracker.db import check_schema_current
-    from tracker.web.app import create_app
-    from tracker.web.background import reconcile_once
+    from tracker.db import Database, check_schema_current
+    from tracker.web.background import issuer_http_client, reconcile_once
 
     settings = _settings(args)
     engine = _engine(settings)
     try:
         check_schema_current(engine)
-        app = create_app(replace(settings, reconcile_seconds=0, live_updates=False), engine=engine)
+        database = Database(engine)
+        box = _box(settings)
 
         async def run() -> int:
-            await app.router.startup()
-            try:
+            async with issuer_http_client(settings.issuer_timeout_s) as http:
                 while True:
-                    reports = await reconcile_once(app)
+                    reports = await reconcile_once(database, box, http)
                     for report in reports:
-                        if args.json:
-                            print(json.dumps(report), flush=True)
-                        else:
-                            print(_report_line(report), flush=True)
+                        line = json.dumps(report) if args.json else _report_line(report)
+                        print(line, flush=True)
                     if args.once:
                         return 1 if any(r.get("error") for r in reports) else 0
                     await asyncio.sleep(max(1, settings.reconcile_seconds or 60))
-            finally:
-                await app.router.shutdown()
 
         return asyncio.run(run())
     finally:
@@ -485,8 +479,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:  # the migration check and DB errors say what to do
         from tracker.db import SchemaNotCurrentError
+        from tracker.issuers.secrets import SecretUnreadable
 
-        if isinstance(exc, SchemaNotCurrentError):
+        if isinstance(exc, SchemaNotCurrentError | SecretUnreadable):
             return _refused(exc)
         raise
 
