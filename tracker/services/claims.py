@@ -32,7 +32,7 @@ from tracker.models import (
     TapOutcome,
     utcnow,
 )
-from tracker.services.payout_sync import adopt_for_claim, bolt11_digest, mark_claim_paid
+from tracker.services import payout_sync  # module import: payout_sync -> events -> here
 
 SOURCE = "station"
 
@@ -102,7 +102,9 @@ def _create(session: Session, *, station_id: int, claim: ClaimCreate) -> None:
         )
     now = utcnow()
     payout_state = CLAIM_TO_PAYOUT[claim.state].value
-    adopted = adopt_for_claim(session, bolt11_text=claim.bolt11, payment_hash=claim.payment_hash)
+    adopted = payout_sync.adopt_for_claim(
+        session, bolt11_text=claim.bolt11, payment_hash=claim.payment_hash
+    )
     if adopted is not None:
         # The issuer's payout came first (webhook or poll): this claim takes it over; the
         # issuer's state stands, the tap, card and station come from the claim.
@@ -125,7 +127,7 @@ def _create(session: Session, *, station_id: int, claim: ClaimCreate) -> None:
             idempotency_key=f"claim:{claim.claim_id}",
             amount_msat=claim.amount_msat,
             bolt11=claim.bolt11,
-            bolt11_digest=bolt11_digest(claim.bolt11),
+            bolt11_digest=payout_sync.bolt11_digest(claim.bolt11),
             payment_hash=claim.payment_hash,
             issuer_host=claim.issuer_host,
             issuer_reason=claim.reason,
@@ -179,7 +181,7 @@ def _create(session: Session, *, station_id: int, claim: ClaimCreate) -> None:
     )
     completed = payout.state == PayoutState.Completed.value
     if adopted is not None and completed and claim.state not in FINAL_CLAIM_STATES:
-        mark_claim_paid(session, payout.id, now)
+        payout_sync.mark_claim_paid(session, payout.id, now)
     notify(session, "payout", {"id": payout.id, "state": payout_state})
 
 
@@ -215,7 +217,7 @@ def _advance(session: Session, stored: Claim, claim: ClaimCreate) -> None:
         new_state = payout.state
     payout.issuer_reason = claim.reason or payout.issuer_reason
     payout.bolt11 = payout.bolt11 or claim.bolt11
-    payout.bolt11_digest = payout.bolt11_digest or bolt11_digest(payout.bolt11)
+    payout.bolt11_digest = payout.bolt11_digest or payout_sync.bolt11_digest(payout.bolt11)
     payout.payment_hash = payout.payment_hash or claim.payment_hash
     payout.updated = now
     if payout.state != new_state:

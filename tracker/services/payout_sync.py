@@ -41,6 +41,7 @@ from tracker.models import (
     PayoutSource,
     PayoutState,
     PayoutStateChange,
+    WebhookDelivery,
     utcnow,
 )
 
@@ -115,11 +116,23 @@ def apply_payouts(
     issuer_host: str | None,
     payouts: Sequence[GreenfieldPayout],
     source: PayoutSource,
+    delivery_id: str | None = None,
 ) -> SyncCounts:
-    """Upsert a batch of issuer payouts in one transaction (commits). Idempotent."""
+    """Upsert a batch of issuer payouts in one transaction (commits). Idempotent.
+
+    With ``delivery_id`` the webhook delivery is recorded in the same transaction, so a
+    concurrent second copy of it fails as a whole (``IntegrityError``) and changes nothing."""
     with write_lock(session):
         try:
             counts = _apply(session, issuer_id, issuer_host, payouts, source)
+            if delivery_id is not None:
+                session.add(
+                    WebhookDelivery(
+                        issuer_pk=issuer_id,
+                        delivery_id=delivery_id,
+                        payout_id=payouts[0].id if payouts else None,
+                    )
+                )
             session.commit()
         except BaseException:
             session.rollback()

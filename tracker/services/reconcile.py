@@ -55,6 +55,7 @@ async def _apply(
     issuer: IssuerRecord,
     payouts: list[GreenfieldPayout],
     source: PayoutSource,
+    delivery_id: str | None = None,
 ) -> SyncCounts:
     def work() -> SyncCounts:
         with database.sessions() as session:
@@ -64,6 +65,7 @@ async def _apply(
                 issuer_host=issuer.host,
                 payouts=payouts,
                 source=source,
+                delivery_id=delivery_id,
             )
 
     return await database.call(work)
@@ -71,11 +73,12 @@ async def _apply(
 
 async def sync_payout(
     database: Database, http: httpx.AsyncClient, issuer: IssuerRecord, payout_id: str,
-    *, source: PayoutSource = PayoutSource.webhook,
+    *, source: PayoutSource = PayoutSource.webhook, delivery_id: str | None = None,
 ) -> SyncCounts:
-    """Fetch one payout (Greenfield errors propagate, typed) and store it."""
+    """Fetch one payout (Greenfield errors propagate, typed) and store it, recording
+    ``delivery_id`` in the same transaction (IntegrityError: that delivery was stored)."""
     payout = await client_for(http, issuer).get_payout(payout_id)
-    return await _apply(database, issuer, [payout], source)
+    return await _apply(database, issuer, [payout], source, delivery_id)
 
 
 async def reconcile_issuer(

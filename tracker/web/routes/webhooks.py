@@ -88,13 +88,20 @@ async def btcpay_webhook(name: str, request: Request) -> JSONResponse:
 
     if await database.call(seen):
         return JSONResponse({"duplicate": True})
-    changed = False
     if event.payout_id:
         try:
             counts = await sync_payout(
-                database, state.issuer_http, issuer, event.payout_id, source=PayoutSource.webhook
+                database,
+                state.issuer_http,
+                issuer,
+                event.payout_id,
+                source=PayoutSource.webhook,
+                delivery_id=event.delivery_id,
             )
             changed = bool(counts.created or counts.linked or counts.updated)
+            return JSONResponse({"duplicate": False, "changed": changed})
+        except IntegrityError:  # the same delivery twice at once: the other copy won
+            return JSONResponse({"duplicate": True})
         except GreenfieldNotFound:
             log.info("webhook for issuer %s: payout no longer at the issuer", issuer.name)
         except GreenfieldError as exc:
@@ -115,5 +122,5 @@ async def btcpay_webhook(name: str, request: Request) -> JSONResponse:
                 return False
             return True
 
-    first = await database.call(record)
-    return JSONResponse({"duplicate": not first, "changed": changed})
+    first = await database.call(record)  # no payout to store: just remember the delivery
+    return JSONResponse({"duplicate": not first, "changed": False})
