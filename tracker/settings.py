@@ -55,6 +55,17 @@ class TrackerSettings:
     #: Run the live-update watcher (SSE for operator pages). An ingest-only process behind a
     #: load balancer can switch it off and leave live pages to the other processes.
     live_updates: bool = True
+    #: Fernet key (``Fernet.generate_key()``) that encrypts issuer API keys and webhook
+    #: secrets at rest (``TRACKER_ISSUER_KEY``). Empty: derived from ``secret_key``, so
+    #: rotating the secret key then makes stored issuer secrets unreadable (re-add them).
+    issuer_key: str = field(default="", repr=False)
+    #: Seconds between Greenfield reconciliations inside ``tracker serve``; 0 switches the
+    #: loop off (``tracker reconcile --once`` still works).
+    reconcile_seconds: int = 60
+    #: Largest webhook body accepted (BTCPay's payout events are ~400 bytes).
+    webhook_max_bytes: int = 64 * 1024
+    #: Timeout of each Greenfield request, seconds.
+    issuer_timeout_s: int = 10
 
     @property
     def is_sqlite(self) -> bool:
@@ -105,6 +116,10 @@ _KINDS: dict[str, type] = {
     "sqlite_busy_timeout_ms": int,
     "pool_size": int,
     "live_updates": bool,
+    "issuer_key": str,
+    "reconcile_seconds": int,
+    "webhook_max_bytes": int,
+    "issuer_timeout_s": int,
 }
 
 

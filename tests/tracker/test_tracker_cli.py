@@ -27,13 +27,13 @@ def _run(capsys: pytest.CaptureFixture[str], db_url: str, *args: str) -> tuple[i
 
 def test_db_upgrade_current_and_downgrade(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, db_url, "--json", "db", "current")
-    assert code == 0 and json.loads(out) == {"current": None, "head": "0002", "up_to_date": False}
+    assert code == 0 and json.loads(out) == {"current": None, "head": "0003", "up_to_date": False}
     code, out, _ = _run(capsys, db_url, "--json", "db", "upgrade")
     assert json.loads(out)["up_to_date"] is True
     code, out, _ = _run(capsys, db_url, "db", "current")
     assert "up to date" in out
     code, out, _ = _run(capsys, db_url, "--json", "db", "downgrade")
-    assert json.loads(out)["current"] == "0001"  # one step back from head
+    assert json.loads(out)["current"] == "0002"  # one step back from head
 
 
 def test_commands_refuse_an_unmigrated_database(

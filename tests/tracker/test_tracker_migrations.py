@@ -24,6 +24,9 @@ TABLES = {
     "claim",
     "claim_state_change",
     "user_account",
+    "issuer",
+    "webhook_delivery",
+    "api_token",
 }
 
 

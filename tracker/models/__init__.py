@@ -398,6 +398,7 @@ class Payout(SQLModel, table=True):
         sa.Index("ix_payout_state_created", "state", "created", "id", "amount_msat"),
         sa.Index("ix_payout_card_created", "card_pk", "created", "id"),
         sa.Index("ix_payout_station_created", "station_pk", "created", "id"),
+        sa.Index("uq_payout_issuer_payout", "issuer_pk", "issuer_payout_id", unique=True),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -417,13 +418,45 @@ class Payout(SQLModel, table=True):
     proof: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The issuer's own record (Greenfield payout), when the tracker has seen it.
+    issuer_pk: int | None = Field(default=None, foreign_key="issuer.id", sa_type=BigId)
+    revision: int | None = Field(default=None)
+    original_amount: str | None = Field(default=None, max_length=40)
+    original_currency: str | None = Field(default=None, max_length=16)
+    payout_amount: str | None = Field(default=None, max_length=40)
+    payout_currency: str | None = Field(default=None, max_length=16)
+    issuer_created: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: SHA-256 of the lower-cased BOLT11, indexed: matches an issuer payout's ``destination``
+    #: to the claim that submitted it without decoding the invoice (see payout_sync).
+    bolt11_digest: str | None = Field(default=None, max_length=64, index=True)
 
 
-class PayoutPublic(PayoutBase):
+class PayoutPublic(SQLModel):
     """A payout as the API answers it, the live event stream sends it and the page script
-    draws it: one shape everywhere."""
+    draws it: one shape everywhere.
+
+    The proof is reduced to its payment hash and ``proof_present``: a preimage is a secret
+    (whoever holds it can claim the payment was theirs) and never leaves the database.
+    """
 
     id: int
+    amount_msat: int
+    bolt11: str | None = None
+    payment_hash: str | None = None
+    issuer_host: str | None = None
+    issuer_reason: str | None = None
+    issuer: str | None = None
+    issuer_payout_id: str | None = None
+    pull_payment_id: str | None = None
+    revision: int | None = None
+    original_amount: str | None = None
+    original_currency: str | None = None
+    payout_amount: str | None = None
+    payout_currency: str | None = None
+    proof_payment_hash: str | None = None
+    proof_present: bool = False
+    #: False for a payout found on the issuer's store that no station claimed.
+    from_station: bool = True
     state: PayoutState
     tap_id: int | None
     tap_idempotency_key: str | None = None
@@ -516,6 +549,10 @@ class Stats(SQLModel):
     failed_payouts: int
     total_amount_sats: int
     completed_amount_sats: int
+    #: Separate figures: what was paid, what is still on its way, what will not be paid.
+    pending_amount_sats: int = 0
+    failed_amount_sats: int = 0
+    payouts_by_state: dict[str, int] = Field(default_factory=dict)
     active_cards: int
     taps_today: int
     taps_in_period: int
@@ -543,6 +580,14 @@ from tracker.models.claim import (  # noqa: E402, F401  (re-exported)
     ClaimState,
     ClaimStateChange,
     ClaimStateChangePublic,
+)
+from tracker.models.issuer import (  # noqa: E402, F401  (re-exported)
+    ApiToken,
+    Issuer,
+    IssuerKind,
+    IssuerPublic,
+    PayoutSource,
+    WebhookDelivery,
 )
 
 PayoutDetail.model_rebuild()

@@ -60,6 +60,9 @@ class CurrentUser:
     username: str
     role: str
     csrf: str
+    #: Signed in with an API token (``Authorization: Bearer bcop_…``): no cookie, so no
+    #: cross-site request can carry it and the CSRF check does not apply.
+    via_token: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -155,10 +158,25 @@ def current_user(request: Request) -> CurrentUser | None:
     return user
 
 
+def _token_user(request: Request) -> CurrentUser | None:
+    """The operator whose API token came as ``Authorization: Bearer bcop_…``, if any."""
+    from tracker.services import tokens
+
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith(tokens.OPERATOR_TOKEN_PREFIX):
+        return None
+    with request.app.state.sessionmaker() as session:
+        found = tokens.authenticate(session, token)
+    if found is None or found[2] not in ROLES:
+        return None
+    return CurrentUser(id=found[0], username=found[1], role=found[2], csrf="", via_token=True)
+
+
 def _current_user_uncached(request: Request) -> CurrentUser | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
-        return None
+        return _token_user(request)
     secret = _secret(request)
     payload = unsign(secret, token)
     if payload is None:
