@@ -30,6 +30,7 @@ from station.claim.watch import InvoiceWatcher
 from station.daemon import Daemon, ReaderSlot
 from station.invoices import InvoiceSource, make_source
 from station.outbox.forwarder import Forwarder
+from station.outbox.health import StationHealth
 from station.outbox.outbox import Outbox
 from station.readers import registry
 from station.readers.base import Reader
@@ -153,6 +154,11 @@ class Station:
     pipeline: TapPipeline
     daemon: Daemon
     charging: Charging | None = None
+
+    def status(self) -> StationHealth:
+        """The line to the tracker: online, pending, dead records, what is wrong now (for a
+        ``/health`` route or the operator)."""
+        return self.forwarder.health()
 
     def shutdown(self, flush_timeout: float = 3.0) -> int:
         """Stop readers, let the forwarder flush, close; return the number of records spooled."""

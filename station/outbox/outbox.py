@@ -20,16 +20,18 @@ written before issue 7), 2 = records with a kind. A v1 file is migrated in place
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from station.uplink.base import BLOCKED, CONFLICT, PENDING, Delivery
+from station.uplink.base import BLOCKED, CONFLICT, PENDING, REJECTED, Delivery
 from station.uplink.records import TAP, Record, TapRecord, from_stored, stored_fields
 
 SCHEMA_VERSION: Final = 2
@@ -67,6 +69,21 @@ class LocalReplay(Exception):
     def __init__(self, last_counter: int) -> None:
         self.last_counter = last_counter
         super().__init__(f"counter not above the last accepted one ({last_counter})")
+
+
+class OutboxWriteError(Exception):
+    """The outbox file cannot be written right now (disk full, I/O error). Nothing was
+    changed; what was pending still is. ``disk_full`` tells the two apart."""
+
+    def __init__(self, path: Path, exc: sqlite3.Error) -> None:
+        code = int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        self.disk_full = code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+        self.path = path
+        if self.disk_full:
+            what = "disk full; free space there (records wait and go out once it can be written)"
+        else:
+            what = f"cannot write ({exc}); check the disk and the file's permissions"
+        super().__init__(f"outbox {path}: {what}")
 
 
 class OutboxVersionError(Exception):
@@ -140,16 +157,32 @@ class Outbox:
         above the one remembered for the card: the check and the update are one transaction,
         so two readers of one station cannot both accept the same counter.
         """
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 seq = self._insert(record)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         self._new.set()
         return seq
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """SQLite's write errors as :class:`OutboxWriteError` (saying "disk full" when so)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise OutboxWriteError(self.path, exc) from exc
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open: on a full disk or an I/O error SQLite has
+        already rolled it back, and a second ROLLBACK would hide the real error behind "cannot
+        rollback - no transaction is active"."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def _insert(self, record: Record) -> int:
         """Inside a transaction, with the lock held."""
@@ -173,7 +206,7 @@ class Outbox:
 
     def remember_counter(self, uid: str, counter: int) -> None:
         """Raise the replay memory to ``counter`` (e.g. the tracker told us a higher one)."""
-        with self._lock:
+        with self._lock, self._writing():
             self._remember(uid, counter)
 
     def _remember(self, uid: str, counter: int) -> None:
@@ -202,7 +235,7 @@ class Outbox:
         if delivery.state not in (CONFLICT, BLOCKED):
             self._lazy(settle, params)
             return None
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(settle, params)
@@ -217,7 +250,7 @@ class Outbox:
                     refused_seq = self._insert(refusal)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         if refused_seq is not None:
             self._new.set()
@@ -237,7 +270,7 @@ class Outbox:
 
     def _lazy(self, sql: str, params: tuple[Any, ...]) -> None:
         """One write whose loss in a crash is harmless: committed without waiting for fsync."""
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("PRAGMA synchronous=NORMAL")
             try:
                 self._db.execute(sql, params)
@@ -250,7 +283,7 @@ class Outbox:
         Pending records are never pruned, nor the counter memory.
         """
         cutoff = time.time() - older_than
-        with self._lock:
+        with self._lock, self._writing():
             cur = self._db.execute(
                 "DELETE FROM outbox WHERE state != ? AND settled_at IS NOT NULL AND settled_at < ?",
                 (PENDING, cutoff),
@@ -304,9 +337,15 @@ class Outbox:
         return Delivery(**json.loads(row[1]))
 
     def counts(self) -> dict[str, int]:
+        """Records per state (``pending``, ``delivered``, ``conflict``, ``blocked``,
+        ``rejected``) — a state with no record is absent — and ``dead``: the rejected ones,
+        which are never sent again (present when there are any)."""
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
-        return {str(state): int(n) for state, n in rows}
+        counts = {str(state): int(n) for state, n in rows}
+        if counts.get(REJECTED):
+            counts["dead"] = counts[REJECTED]
+        return counts
 
     def pending_count(self) -> int:
         return self.counts().get(PENDING, 0)

@@ -41,7 +41,10 @@ class DirectUplink:
     def send(self, record: Record) -> Delivery:
         if isinstance(record, ClaimRecord):
             return self._send_claim(record)
-        tap = TapCreate(**record.to_body())
+        try:
+            tap = TapCreate(**record.to_body())
+        except ValidationError as exc:  # what the API answers 422: the record is dead
+            return Delivery(REJECTED, detail=_reasons(exc), status=422)
         try:
             with self._session_factory() as session:
                 _public, created = taps.record_tap(
@@ -62,7 +65,7 @@ class DirectUplink:
         try:
             claim = ClaimCreate(**record.to_body())
         except ValidationError as exc:
-            return Delivery(REJECTED, detail=str(exc)[:300])
+            return Delivery(REJECTED, detail=_reasons(exc), status=422)
         try:
             with self._session_factory() as session:
                 station_id = stations.get_or_create_station_id(session, name=self.station_name)
@@ -70,7 +73,7 @@ class DirectUplink:
                                                        claim=claim)
                 return Delivery(DELIVERED, created=bool(created))
         except claims.ClaimRejected as exc:
-            return Delivery(REJECTED, detail=f"{exc.field}: {exc}"[:300])
+            return Delivery(REJECTED, detail=f"{exc.field}: {exc}"[:300], status=422)
         except OperationalError as exc:
             raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
         except tracker_db.DatabaseBusy:
@@ -89,3 +92,9 @@ class DirectUplink:
             return CardStatus("unknown", None)
         status = getattr(row[0], "value", row[0])
         return CardStatus(str(status), None if row[1] is None else int(row[1]))
+
+
+def _reasons(exc: ValidationError) -> str:
+    """Field paths and messages, without the refused input itself."""
+    parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
+    return "; ".join(parts)[:300]

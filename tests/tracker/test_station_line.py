@@ -1,0 +1,115 @@
+"""The station's line to the tracker never jams: the real outbox and forwarder against the
+real tracker (uvicorn on 127.0.0.1, SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+from tracker_server import running_server
+from tracker_testlib import StationCredentials
+
+from station.outbox.forwarder import Forwarder
+from station.outbox.outbox import Outbox
+from station.tap.pipeline import _host
+from station.uplink.base import DELIVERED, REJECTED
+from station.uplink.http import HttpUplink
+from station.uplink.records import TapRecord
+from tracker.settings import TrackerSettings
+
+UID = "04A1B2C3D4E5F6"
+
+
+def accepted(counter: int, uid: str = UID) -> TapRecord:
+    return TapRecord(
+        idempotency_key=f"{uid}:{counter}", card_uid=uid, card_id=None, counter=counter,
+        station_time=datetime.now(UTC).isoformat(), outcome="accepted", reason=None,
+        issuer_host="pay.example.com",
+    )
+
+
+def refused(host: str | None, station: str = "till-1") -> TapRecord:
+    return TapRecord(
+        idempotency_key=f"{station}:{uuid.uuid4()}", card_uid=UID, card_id=None, counter=0,
+        station_time=datetime.now(UTC).isoformat(), outcome="refused",
+        reason="host_not_allowed", issuer_host=host,
+    )
+
+
+@pytest.fixture
+def live(settings: TrackerSettings, engine: Engine) -> Iterator[str]:
+    with running_server(settings, engine) as base:
+        yield base
+
+
+def uplink(base: str, creds: StationCredentials) -> HttpUplink:
+    return HttpUplink(httpx.Client(base_url=base, timeout=5.0), creds.token)
+
+
+def wait_for(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def stored_keys(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT idempotency_key FROM tap ORDER BY id"))]
+
+
+def test_a_poison_record_is_set_aside_as_dead_and_the_line_keeps_flowing(
+    tmp_path: Path, live: str, engine: Engine, station: StationCredentials,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    host = _host("lnurlw://evil\x00.example.com/ln?p=00&c=00")
+    assert host is not None and "\x00" in host  # what a card can make the pipeline keep
+    box = Outbox(tmp_path / "outbox.sqlite", station_name=station.name)
+    poison = refused(host)
+    box.append(poison)
+    for counter in (1, 2, 3):
+        box.append(accepted(counter))
+    fwd = Forwarder(box, uplink(live, station), backoff_initial=0.05, backoff_max=0.2)
+    with caplog.at_level(logging.INFO, logger="station.outbox"):
+        fwd.start()
+        try:
+            assert fwd.flush(20), box.counts()
+        finally:
+            fwd.stop()
+    assert stored_keys(engine) == [f"{UID}:{n}" for n in (1, 2, 3)]
+    assert box.counts() == {DELIVERED: 3, REJECTED: 1, "dead": 1}
+    health = fwd.health()
+    assert (health.dead, health.pending, health.delivered) == (1, 0, 3)
+    assert health.online and health.problem is None
+    dead = [r for r in caplog.records if "for good" in r.getMessage()]
+    assert len(dead) == 1  # logged once, with the status and the tracker's reason
+    line = dead[0].getMessage()
+    assert "HTTP 422" in line and "issuer_host" in line and "tap" in line
+    assert "\x00" not in line and station.token not in caplog.text
+    box.close()
+
+
+def test_a_dead_record_is_never_sent_again_after_a_restart(
+    tmp_path: Path, live: str, engine: Engine, station: StationCredentials,
+) -> None:
+    path = tmp_path / "outbox.sqlite"
+    box = Outbox(path, station_name=station.name)
+    box.append(refused("a\x00b"))
+    box.append(accepted(7))
+    fwd = Forwarder(box, uplink(live, station), backoff_initial=0.05)
+    fwd.start()
+    assert fwd.flush(20)
+    fwd.stop()
+    box.close()
+    again = Outbox(path, station_name=station.name)
+    assert again.next_pending() is None and again.counts()["dead"] == 1
+    again.close()
+    assert stored_keys(engine) == [f"{UID}:7"]
