@@ -113,3 +113,44 @@ def test_a_dead_record_is_never_sent_again_after_a_restart(
     assert again.next_pending() is None and again.counts()["dead"] == 1
     again.close()
     assert stored_keys(engine) == [f"{UID}:7"]
+
+
+def set_page_limit(box: Outbox, pages: int | None) -> None:
+    """A size limit on the outbox file, as a full disk would set it."""
+    with box._lock:
+        if pages is None:
+            pages = 1 << 30
+        box._db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+
+def test_a_full_outbox_disk_is_survived_reported_and_nothing_is_forgotten(
+    tmp_path: Path, live: str, engine: Engine, station: StationCredentials,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite", station_name=station.name)
+    for counter in range(1, 201):
+        box.append(accepted(counter))
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    set_page_limit(box, pages)  # the disk is full: the answers cannot be written down
+    fwd = Forwarder(box, uplink(live, station), backoff_initial=0.05, backoff_max=0.2)
+    with caplog.at_level(logging.INFO, logger="station.outbox"):
+        fwd.start()
+        try:
+            wait_for(lambda: fwd.health().problem is not None)
+            time.sleep(0.5)  # several failed steps, with backoff
+            health = fwd.health()
+            assert health.forwarding and not health.ok  # the thread survived and says why
+            assert "disk full" in (health.problem or "") and str(box.path) in health.problem
+            assert health.pending and health.pending + (health.delivered or 0) == 200
+            assert "cannot rollback" not in caplog.text
+            assert len([r for r in caplog.records if "disk full" in r.getMessage()]) == 1
+            set_page_limit(box, None)  # space freed
+            assert fwd.flush(30), box.counts()
+            health = fwd.health()
+            assert health.ok and health.problem is None and health.delivered == 200
+        finally:
+            fwd.stop()
+    keys = stored_keys(engine)
+    assert keys == [f"{UID}:{n}" for n in range(1, 201)]  # all there, once, in order
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+    box.close()
