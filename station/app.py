@@ -200,9 +200,12 @@ def build_station(
     """
     if verifier is None:
         verifier = build_verifier(settings.keys, foreign_ok=settings.accept_foreign_cards)
+    # The outbox first: a file that is not ours stops the start before anything else is built.
+    outbox = Outbox(
+        settings.outbox_path, station_name=settings.station_name, fresh=settings.fresh_outbox
+    )
     uplink = uplink if uplink is not None else build_uplink(settings)
     status = StatusCache(uplink.card_status, settings.status_ttl)
-    outbox = Outbox(settings.outbox_path, station_name=settings.station_name)
     forwarder = Forwarder(
         outbox, ForgetOnTurnDown(uplink, status), backoff_initial=0.1, backoff_max=backoff_max
     )

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from station.outbox import opening
+from station.outbox.opening import OutboxUnusable
 from station.uplink.base import BLOCKED, CONFLICT, PENDING, REJECTED, Delivery
 from station.uplink.records import TAP, Record, TapRecord, from_stored, stored_fields
 
@@ -86,7 +88,7 @@ class OutboxWriteError(Exception):
         super().__init__(f"outbox {path}: {what}")
 
 
-class OutboxVersionError(Exception):
+class OutboxVersionError(OutboxUnusable):
     """The outbox file was written by a newer station: upgrade this one (nothing was changed)."""
 
 
@@ -107,18 +109,26 @@ class Outbox:
     ``station_name`` names the refusals the outbox writes itself.
     """
 
-    def __init__(self, path: Path | str, *, station_name: str = "station") -> None:
+    def __init__(
+        self, path: Path | str, *, station_name: str = "station", fresh: bool = False
+    ) -> None:
+        """Open (or create) the outbox at ``path``. A file that is not ours (empty, another
+        database, corrupt) raises :class:`~station.outbox.opening.OutboxUnusable`; with
+        ``fresh`` it is set aside and a new outbox begins (:mod:`station.outbox.opening`)."""
         self.path = Path(path)
         self.station_name = station_name
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._new = threading.Event()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        self._db = opening.connect(self.path, fresh=fresh)
+        try:
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise OutboxUnusable(
+                f"outbox {self.path} cannot be used ({exc}); {opening.FRESH_HINT}"
+            ) from None
 
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
