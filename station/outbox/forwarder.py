@@ -1,5 +1,10 @@
 """One thread that drains the outbox into an uplink, oldest record first.
 
+When more than one tap is pending in a row and the uplink takes batches, they go out in one
+request (up to ``batch_size``, a claim ends the run so the order across kinds holds), and each
+answer is settled as if it came alone; a tracker without the batch route gets records one by
+one.
+
 Three kinds of outcome, three rules:
 
 * **an answer** (stored, already stored, a counter conflict, a blocked card) is settled in the
@@ -34,12 +39,17 @@ from station.uplink.base import (
     DELIVERED,
     PENDING,
     REJECTED,
+    BatchUnsupported,
     Delivery,
     Uplink,
     UplinkUnavailable,
 )
+from station.uplink.records import TAP
 
 log = logging.getLogger("station.outbox")
+
+#: How long to send one by one after a tracker could not take a batch.
+BATCHES_OFF_S = 300.0
 
 #: Longest wait a tracker's ``Retry-After`` can impose.
 RETRY_AFTER_CEILING = 300.0
@@ -55,11 +65,14 @@ class Forwarder:
         *,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
+        batch_size: int = 500,
     ) -> None:
         self.outbox = outbox
         self.uplink = uplink
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.batch_size = batch_size
+        self._batches_off_until = 0.0
         self._settled = threading.Condition()
         self._stopping = False
         self._online = True
@@ -170,22 +183,55 @@ class Forwarder:
         if entry is None:
             self._recovered()
             return 1.0
-        self.outbox.note_attempt(entry.seq)
+        batch = self._batch_from(entry)
         try:
-            delivery = self.uplink.send(entry.record)
+            if len(batch) > 1:
+                self.outbox.note_attempts([e.seq for e in batch])
+                answers = self._send_batch(batch)
+            else:
+                self.outbox.note_attempt(entry.seq)
+                answers = [(entry, self.uplink.send(entry.record))]
         except UplinkUnavailable as exc:
             return self._unreachable(str(exc), exc.retry_after)
         except Exception:  # a bug in an uplink must not kill the forwarder
             log.exception("uplink failed unexpectedly; will retry")
             return self._unreachable("the uplink failed unexpectedly (see the log)", None)
         self._reachable()
-        self._settle(entry, delivery)
+        if len(answers) == 1:
+            self.outbox.settle(answers[0][0].seq, answers[0][1])
+        else:
+            self.outbox.settle_many([(e.seq, d) for e, d in answers])
+        for done, delivery in answers:
+            self._log_answer(done, delivery)
         self._recovered()
         self._notify()
         return 0.0
 
-    def _settle(self, entry: OutboxEntry, delivery: Delivery) -> None:
-        self.outbox.settle(entry.seq, delivery)
+    def _batch_from(self, entry: OutboxEntry) -> list[OutboxEntry]:
+        """The oldest pending taps in a row (a claim ends the run: order across kinds holds),
+        when the uplink takes batches; else just ``entry``."""
+        if (
+            self.batch_size < 2
+            or entry.record.kind != TAP
+            or getattr(self.uplink, "send_batch", None) is None
+            or time.monotonic() < self._batches_off_until
+        ):
+            return [entry]
+        run = self.outbox.pending_run(TAP, self.batch_size)
+        return run if run and run[0].seq == entry.seq else [entry]
+
+    def _send_batch(self, batch: list[OutboxEntry]) -> list[tuple[OutboxEntry, Delivery]]:
+        send_batch = self.uplink.send_batch  # type: ignore[attr-defined]
+        records = [e.record for e in batch]
+        try:
+            deliveries: list[Delivery] = send_batch(records)
+        except BatchUnsupported as exc:
+            log.info("sending records one by one for a while: %s", exc)
+            self._batches_off_until = time.monotonic() + BATCHES_OFF_S
+            return [(batch[0], self.uplink.send(batch[0].record))]
+        return list(zip(batch, deliveries[: len(batch)], strict=False))
+
+    def _log_answer(self, entry: OutboxEntry, delivery: Delivery) -> None:
         key = _short_key(entry.record.idempotency_key)
         status = f"HTTP {delivery.status}" if delivery.status is not None else "refused"
         if delivery.state == REJECTED:

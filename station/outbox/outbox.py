@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -229,6 +229,42 @@ class Outbox:
     def note_attempt(self, seq: int) -> None:
         self._lazy("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
 
+    def note_attempts(self, seqs: Sequence[int]) -> None:
+        """:meth:`note_attempt` for a batch, in one write."""
+        marks = ",".join("?" * len(seqs))
+        self._lazy(f"UPDATE outbox SET attempts = attempts + 1 WHERE seq IN ({marks})",
+                   tuple(seqs))
+
+    def settle_many(self, answers: Sequence[tuple[int, Delivery]]) -> list[int]:
+        """:meth:`settle` for a batch: plain answers in one write, turn-downs of accepted taps
+        one by one (each spools its refusal); the seqs of those refusals."""
+        plain = [(seq, d) for seq, d in answers if d.state not in (CONFLICT, BLOCKED)]
+        if plain:
+            now = time.time()
+            rows = [(d.state, now, json.dumps(asdict(d), separators=(",", ":")), seq)
+                    for seq, d in plain]
+            with self._lock, self._writing():
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        self._db.executemany(
+                            "UPDATE outbox SET state = ?, settled_at = ?, answer = ? "
+                            "WHERE seq = ?", rows)
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._rollback()
+                        raise
+                finally:
+                    self._db.execute("PRAGMA synchronous=FULL")
+        refusals = []
+        for seq, delivery in answers:
+            if delivery.state in (CONFLICT, BLOCKED):
+                refused = self.settle(seq, delivery)
+                if refused is not None:
+                    refusals.append(refused)
+        return refusals
+
     def settle(self, seq: int, delivery: Delivery) -> int | None:
         """Write the tracker's final answer to record ``seq``; it is never sent again.
 
@@ -317,6 +353,22 @@ class Outbox:
                 (PENDING,),
             ).fetchone()
         return None if row is None else _entry(row)
+
+    def pending_run(self, kind: str, limit: int) -> list[OutboxEntry]:
+        """The oldest pending records while they are of ``kind`` (at most ``limit``): what can
+        go out in one batch without changing the order across kinds."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, body, state, attempts FROM outbox WHERE state = ? "
+                "ORDER BY seq LIMIT ?",
+                (PENDING, limit),
+            ).fetchall()
+        run = []
+        for row in rows:
+            if str(row[1] or TAP) != kind:
+                break
+            run.append(_entry(row))
+        return run
 
     def entry(self, seq: int) -> OutboxEntry | None:
         with self._lock:

@@ -8,6 +8,8 @@ a station without the tracker installed never loads it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
@@ -21,7 +23,7 @@ from station.uplink.base import (
     Delivery,
     UplinkUnavailable,
 )
-from station.uplink.records import ClaimRecord, Record
+from station.uplink.records import ClaimRecord, Record, TapRecord
 from tracker import db as tracker_db
 from tracker.models import ClaimCreate, TapCreate
 from tracker.services import claims, stations, taps
@@ -60,6 +62,19 @@ class DirectUplink:
             raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
         except tracker_db.DatabaseBusy:
             raise UplinkUnavailable("the tracker database is busy (write lock held)") from None
+
+    def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
+        """Taps one by one through the same services (no request to save here); stops at the
+        first one the database cannot take, so the ones before it are settled."""
+        done: list[Delivery] = []
+        for record in records:
+            try:
+                done.append(self.send(record))
+            except UplinkUnavailable:
+                if not done:
+                    raise
+                break
+        return done
 
     def _send_claim(self, record: ClaimRecord) -> Delivery:
         try:

@@ -11,6 +11,7 @@ tracker's ``Retry-After`` — 401 too, because dropping the record would lose a 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -21,13 +22,15 @@ from station.uplink.base import (
     DELIVERED,
     REJECTED,
     TRANSIENT_4XX,
+    BatchUnsupported,
     CardStatus,
     Delivery,
     UplinkUnavailable,
 )
-from station.uplink.records import ClaimRecord, Record
+from station.uplink.records import ClaimRecord, Record, TapRecord
 
 _PATHS = {"tap": "/api/v1/taps", "claim": "/api/v1/claims"}
+_BATCH_PATH = "/api/v1/taps/batch"
 _BAD_TOKEN = (
     "the tracker refused the station token (401); set STATION_TRACKER_TOKEN to a "
     "token from `tracker stations add NAME`"
@@ -56,6 +59,19 @@ class HttpUplink:
             return _claim_answer(resp)
         return _tap_answer(resp)
 
+    def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
+        """``POST /api/v1/taps/batch``: one answer per tap, for the prefix the tracker did."""
+        resp = self._request("POST", _BATCH_PATH, json={"taps": [r.to_body() for r in records]})
+        if resp.status_code in (404, 405):
+            raise BatchUnsupported(f"the tracker has no batch route (HTTP {resp.status_code})")
+        if resp.status_code != 200:
+            delivery = _other_answer(resp, "batch")  # raises for anything transient
+            raise BatchUnsupported(f"the tracker refused the batch as a whole: {delivery.detail}")
+        results = _json(resp).get("results")
+        if not isinstance(results, list) or not results or len(results) > len(records):
+            raise UplinkUnavailable("the tracker's batch answer was not understood")
+        return [_batch_item(item) for item in results]
+
     def card_status(self, uid: str) -> CardStatus:
         resp = self._request("GET", f"/api/v1/cards/{uid}/status")
         if resp.status_code == 404:
@@ -81,6 +97,16 @@ def _tap_answer(resp: httpx.Response) -> Delivery:
     if code == 403:
         return Delivery(BLOCKED, detail=reason or "card_blocked", status=code)
     return _other_answer(resp, "tap")
+
+
+def _batch_item(item: Any) -> Delivery:
+    """One result of a batch, read like the single route's answer with that status."""
+    if not isinstance(item, dict) or not isinstance(item.get("status"), int):
+        raise UplinkUnavailable("the tracker's batch answer was not understood")
+    code = int(item["status"])
+    body = json.dumps({k: v for k, v in item.items() if k != "status"}).encode()
+    return _tap_answer(httpx.Response(code, content=body,
+                                      headers={"content-type": "application/json"}))
 
 
 def _claim_answer(resp: httpx.Response) -> Delivery:

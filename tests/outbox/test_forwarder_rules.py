@@ -81,3 +81,60 @@ def test_retry_after_is_honoured_and_order_kept(tmp_path: Path) -> None:
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(seen)][:2]
     assert min(gaps) >= 0.9  # waited the tracker's Retry-After, not the 10 ms backoff
     assert box.counts() == {DELIVERED: 3}
+
+
+def test_batches_hold_consecutive_taps_only_so_order_across_kinds_holds(tmp_path: Path) -> None:
+    import json
+
+    from station.uplink.records import ClaimRecord
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if request.url.path == "/api/v1/taps/batch":
+            seen.append("batch:" + ",".join(str(t["counter"]) for t in body["taps"]))
+            results = [{"status": 201, "created": True, "tap_id": 1} for _ in body["taps"]]
+            return httpx.Response(200, json={"results": results, "complete": True})
+        seen.append("claim" if "claim_id" in body else f"tap:{body['counter']}")
+        return httpx.Response(201, json={"created": True})
+
+    client = httpx.Client(base_url="http://tracker.test", transport=httpx.MockTransport(handler))
+    box = Outbox(tmp_path / "o.sqlite")
+    for n in (1, 2, 3):
+        box.append(tap(n))
+    box.append(ClaimRecord(
+        claim_id="a" * 32, tap_key="04AABBCCDDEE01:3", state="sending", amount_msat=1000,
+        memo=None, bolt11=None, payment_hash=None, issuer_host="pay.example.com", k1_hash=None,
+        reason=None, station_time="2026-01-01T00:00:00+00:00"))
+    box.append(tap(4))
+    box.append(tap(5))
+    fwd = Forwarder(box, HttpUplink(client, "tok"), backoff_initial=0.01)
+    fwd.start()
+    assert fwd.flush(10)
+    fwd.stop()
+    assert seen == ["batch:1,2,3", "claim", "batch:4,5"]
+    assert box.counts() == {DELIVERED: 6}
+
+
+def test_a_tracker_without_the_batch_route_gets_records_one_by_one(tmp_path: Path) -> None:
+    import json
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/taps/batch":
+            seen.append("batch")
+            return httpx.Response(404, json={"detail": "Not Found"})
+        seen.append(str(json.loads(request.content)["counter"]))
+        return httpx.Response(201, json={"created": True})
+
+    client = httpx.Client(base_url="http://tracker.test", transport=httpx.MockTransport(handler))
+    box = Outbox(tmp_path / "o.sqlite")
+    for n in (1, 2, 3):
+        box.append(tap(n))
+    fwd = Forwarder(box, HttpUplink(client, "tok"), backoff_initial=0.01)
+    fwd.start()
+    assert fwd.flush(10)
+    fwd.stop()
+    assert seen == ["batch", "1", "2", "3"]

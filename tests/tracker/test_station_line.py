@@ -154,3 +154,43 @@ def test_a_full_outbox_disk_is_survived_reported_and_nothing_is_forgotten(
     assert keys == [f"{UID}:{n}" for n in range(1, 201)]  # all there, once, in order
     assert any("recovered" in r.getMessage() for r in caplog.records)
     box.close()
+
+
+def test_a_day_of_backlog_lands_in_batches_exactly_once_in_order(
+    tmp_path: Path, live: str, engine: Engine, station: StationCredentials,
+    record_property,  # type: ignore[no-untyped-def]
+) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite", station_name=station.name)
+    n, cards = 20_000, 200
+    expected = []
+    with box._lock:  # spool fast for the test (one transaction); append() is the same insert
+        box._db.execute("BEGIN")
+        for i in range(n):
+            uid = f"04{i % cards:012X}"
+            record = accepted(i // cards + 1, uid)
+            if i == n // 2:
+                record = refused("x\x00y")  # a dead one in the middle does not stop the rest
+            box._insert(record)
+            expected.append(record.idempotency_key)
+        box._db.execute("COMMIT")
+    requests: list[int] = []
+
+    def count(request: httpx.Request) -> None:
+        requests.append(1)
+
+    client = httpx.Client(base_url=live, timeout=30.0, event_hooks={"request": [count]})
+    fwd = Forwarder(box, HttpUplink(client, station.token), backoff_initial=0.05)
+    start = time.perf_counter()
+    fwd.start()
+    try:
+        assert fwd.flush(300), box.counts()
+    finally:
+        fwd.stop()
+    took = time.perf_counter() - start
+    record_property("backlog_records_per_s", round(n / took))
+    print(f"\n{n} spooled taps delivered in {took:.1f} s ({n / took:,.0f}/s, "
+          f"{len(requests)} requests)")
+    assert stored_keys(engine) == [k for i, k in enumerate(expected) if i != n // 2]
+    assert box.counts() == {DELIVERED: n - 1, REJECTED: 1, "dead": 1}
+    assert len(requests) <= n // 500 + 5  # batches, not one request per record
+    box.close()
