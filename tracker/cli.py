@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -158,6 +159,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tracker.web.app import create_app
 
     settings = _settings(args)
+    if args.forwarded_allow_ips is not None:
+        settings = dataclasses.replace(settings, forwarded_allow_ips=args.forwarded_allow_ips)
     host = args.host or settings.host
     port = args.port or settings.port
     try:
@@ -169,14 +172,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "port": port,
         "log_level": settings.log_level,
         "access_log": args.access_log,
-        "proxy_headers": True,
-        "forwarded_allow_ips": "127.0.0.1",
+        **proxy_options(settings),
     }
     if args.workers > 1:
         app.state.engine.dispose()
         return _serve_workers(settings, host, port, args.workers, common)
     uvicorn.run(app, **common)  # type: ignore[arg-type]
     return 0
+
+
+def proxy_options(settings: TrackerSettings) -> dict[str, object]:
+    """uvicorn's forwarded-header options: believe ``X-Forwarded-*`` only from the proxies
+    ``settings.forwarded_allow_ips`` names. Both options are always set explicitly: left
+    unset, uvicorn trusts 127.0.0.1 (or $FORWARDED_ALLOW_IPS), i.e. every same-host client
+    and SSH tunnel could choose the address the login limit counts."""
+    trusted = settings.forwarded_allow_ips.strip()
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted}
 
 
 def _serve_workers(
@@ -281,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (PostgreSQL or SQLite WAL)"
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="comma-separated proxy addresses whose X-Forwarded-For is believed "
+        "(default: none; setting forwarded_allow_ips / TRACKER_FORWARDED_ALLOW_IPS)",
     )
     serve.set_defaults(func=cmd_serve)
     return parser

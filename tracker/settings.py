@@ -55,6 +55,17 @@ class TrackerSettings:
     #: Run the live-update watcher (SSE for operator pages). An ingest-only process behind a
     #: load balancer can switch it off and leave live pages to the other processes.
     live_updates: bool = True
+    #: Proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed (comma-separated
+    #: addresses or networks, ``*`` for any). Empty (the default): no forwarded header is
+    #: believed and the client address is the TCP peer - otherwise anyone able to reach the
+    #: port from a trusted address could pick the address the login limit counts.
+    forwarded_allow_ips: str = ""
+    #: Sign-in attempts allowed per window: per (address, user), per user from any address,
+    #: per address over all users. Counted in the database, shared by all tracker processes.
+    login_max_failures: int = 5
+    login_max_failures_per_user: int = 10
+    login_max_failures_per_address: int = 30
+    login_window_s: int = 300
 
     @property
     def is_sqlite(self) -> bool:
@@ -105,6 +116,11 @@ _KINDS: dict[str, type] = {
     "sqlite_busy_timeout_ms": int,
     "pool_size": int,
     "live_updates": bool,
+    "forwarded_allow_ips": str,
+    "login_max_failures": int,
+    "login_max_failures_per_user": int,
+    "login_max_failures_per_address": int,
+    "login_window_s": int,
 }
 
 

@@ -24,6 +24,8 @@ TABLES = {
     "claim",
     "claim_state_change",
     "user_account",
+    "operator_session",
+    "login_attempt",
 }
 
 
