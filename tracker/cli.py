@@ -2,7 +2,8 @@
 
     tracker db upgrade|downgrade|current
     tracker users add NAME --role viewer|admin [--password-stdin]
-    tracker stations add NAME
+    tracker users list | disable NAME | remove NAME | passwd NAME [--password-stdin]
+    tracker stations add NAME | list | revoke NAME | rotate NAME
     tracker serve [--host 127.0.0.1] [--port 8080]
 
 Settings come from ``TRACKER_*`` variables and/or ``--config FILE`` (TOML). Secrets printed
@@ -116,6 +117,97 @@ def cmd_users_add(args: argparse.Namespace) -> int:
         if generated:
             print(f"password: {password}")
             print("(shown once; store it now)")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> tuple[str | None, bool]:
+    """(password, generated) from stdin or generated; (None, _) when too short."""
+    from tracker.security import generate_password
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        return (password if len(password) >= 8 else None), False
+    return generate_password(), True
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from tracker.services import users
+
+    with _session(_settings(args)) as session:
+        rows = users.list_users(session)
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows]))
+    else:
+        for r in rows:
+            state = "disabled" if r.disabled else "active"
+            print(f"{r.username}\t{r.role.value}\t{state}\tcreated {r.created.isoformat()}")
+    return 0
+
+
+def cmd_users_change(args: argparse.Namespace) -> int:
+    """disable / remove / passwd: each ends the user's sessions in every tracker process."""
+    from tracker.services import users
+
+    settings = _settings(args)
+    password, generated = None, False
+    if args.users_command == "passwd":
+        password, generated = _read_password(args)
+        if password is None:
+            print("error: the password must be at least 8 characters", file=sys.stderr)
+            return 2
+    try:
+        with _session(settings) as session:
+            if args.users_command == "disable":
+                users.set_disabled(session, username=args.name)
+            elif args.users_command == "remove":
+                users.remove_user(session, username=args.name)
+            else:
+                assert password is not None
+                users.set_password(session, username=args.name, password=password)
+    except users.UserNotFound as exc:
+        return _refused(exc)
+    done = {"disable": "disabled", "remove": "removed", "passwd": "changed the password of"}
+    if args.json:
+        out = {"username": args.name, "action": args.users_command}
+        if generated:
+            out["password"] = str(password)
+        print(json.dumps(out))
+    else:
+        print(f"{done[args.users_command]} {args.name!r}; its sessions are ended")
+        if generated:
+            print(f"password: {password}")
+            print("(shown once; store it now)")
+    return 0
+
+
+def cmd_stations_revoke(args: argparse.Namespace) -> int:
+    from tracker.services import stations
+
+    try:
+        with _session(_settings(args)) as session:
+            stations.revoke_token(session, name=args.name)
+    except stations.StationNotFound as exc:
+        return _refused(exc)
+    if args.json:
+        print(json.dumps({"name": args.name, "revoked": True}))
+    else:
+        print(f"revoked the token of station {args.name!r} (refused everywhere within seconds)")
+    return 0
+
+
+def cmd_stations_rotate(args: argparse.Namespace) -> int:
+    from tracker.services import stations
+
+    try:
+        with _session(_settings(args)) as session:
+            token = stations.rotate_token(session, name=args.name)
+    except stations.StationNotFound as exc:
+        return _refused(exc)
+    if args.json:
+        print(json.dumps({"name": args.name, "token": token}))
+    else:
+        print(f"new token for station {args.name!r}: {token}")
+        print("(shown once; the old token is refused within seconds)")
     return 0
 
 
@@ -276,6 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the password from stdin (default: generate and print one)",
     )
     add_user.set_defaults(func=cmd_users_add)
+    users.add_parser("list", help="list operators").set_defaults(func=cmd_users_list)
+    for action, text in (
+        ("disable", "stop a user from signing in; ends its sessions"),
+        ("remove", "delete a user; ends its sessions"),
+        ("passwd", "set a new password (generated unless --password-stdin); ends its sessions"),
+    ):
+        change = users.add_parser(action, help=text)
+        change.add_argument("name")
+        if action == "passwd":
+            change.add_argument("--password-stdin", action="store_true")
+        change.set_defaults(func=cmd_users_change)
 
     stations = sub.add_parser("stations", help="stations and their tokens").add_subparsers(
         dest="stations_command", required=True
@@ -285,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_station.set_defaults(func=cmd_stations_add)
     list_station = stations.add_parser("list", help="list stations")
     list_station.set_defaults(func=cmd_stations_list)
+    revoke = stations.add_parser("revoke", help="take a station's token away")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_stations_revoke)
+    rotate = stations.add_parser("rotate", help="give a station a new token; prints it once")
+    rotate.add_argument("name")
+    rotate.set_defaults(func=cmd_stations_rotate)
 
     serve = sub.add_parser("serve", help="run the web server")
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
