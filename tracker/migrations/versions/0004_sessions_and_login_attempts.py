@@ -6,8 +6,8 @@ every request and open event stream checks its row, in every tracker process.
 ``login_attempt``: one row per sign-in attempt, counted before the password is checked, so
 the limit holds across processes and restarts and cannot be evicted from memory.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-02 14:00:00
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0003'
-down_revision: str | None = '0002'
+revision: str = '0004'
+down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
