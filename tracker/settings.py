@@ -66,6 +66,17 @@ class TrackerSettings:
     webhook_max_bytes: int = 64 * 1024
     #: Timeout of each Greenfield request, seconds.
     issuer_timeout_s: int = 10
+    #: Proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed (comma-separated
+    #: addresses or networks, ``*`` for any). Empty (the default): no forwarded header is
+    #: believed and the client address is the TCP peer - otherwise anyone able to reach the
+    #: port from a trusted address could pick the address the login limit counts.
+    forwarded_allow_ips: str = ""
+    #: Sign-in attempts allowed per window: per (address, user), per user from any address,
+    #: per address over all users. Counted in the database, shared by all tracker processes.
+    login_max_failures: int = 5
+    login_max_failures_per_user: int = 10
+    login_max_failures_per_address: int = 30
+    login_window_s: int = 300
 
     @property
     def is_sqlite(self) -> bool:
@@ -120,6 +131,11 @@ _KINDS: dict[str, type] = {
     "reconcile_seconds": int,
     "webhook_max_bytes": int,
     "issuer_timeout_s": int,
+    "forwarded_allow_ips": str,
+    "login_max_failures": int,
+    "login_max_failures_per_user": int,
+    "login_max_failures_per_address": int,
+    "login_window_s": int,
 }
 
 

@@ -27,6 +27,8 @@ TABLES = {
     "issuer",
     "webhook_delivery",
     "api_token",
+    "operator_session",
+    "login_attempt",
 }
 
 

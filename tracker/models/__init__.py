@@ -529,11 +529,49 @@ class User(SQLModel, table=True):
     role: str = Field(default=Role.viewer, max_length=16)
     password_hash: str = Field(max_length=255)
     created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    #: A disabled user cannot sign in and has no sessions (``tracker users disable``).
+    disabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+
+
+class OperatorSession(SQLModel, table=True):
+    """One signed-in browser. The cookie carries a random id; only its SHA-256 is stored, and
+    deleting the row ends the session in every tracker process at the next request."""
+
+    __tablename__ = "operator_session"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    sid_hash: str = Field(max_length=64, unique=True)
+    user_pk: int = Field(
+        sa_column=sa.Column(
+            BigId, sa.ForeignKey("user_account.id", ondelete="CASCADE"), nullable=False,
+            index=True,
+        )
+    )
+    created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires: datetime = Field(sa_type=UTCDateTime)
+
+
+class LoginAttempt(SQLModel, table=True):
+    """One sign-in attempt, written before the password is checked (see
+    :mod:`tracker.services.logins`). Rows older than the window are deleted as they age."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (
+        sa.Index("ix_login_attempt_username_at", "username", "at"),
+        sa.Index("ix_login_attempt_address_at", "address", "at"),
+        sa.Index("ix_login_attempt_at", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    username: str = Field(max_length=200)
+    address: str = Field(max_length=64)
+    at: datetime = Field(sa_type=UTCDateTime)
 
 
 class UserPublic(UserBase):
     id: int
     created: datetime
+    disabled: bool = False
 
 
 # --------------------------------------------------------------------------------------------
