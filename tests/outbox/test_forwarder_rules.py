@@ -73,7 +73,10 @@ def test_retry_after_is_honoured_and_order_kept(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.sqlite")
     for n in (1, 2, 3):
         box.append(tap(n))
-    fwd = Forwarder(box, HttpUplink(client, "tok"), backoff_initial=0.01, backoff_max=0.05)
+    # One record per request, so the handler sees each record's own retries (batches are
+    # tested below).
+    fwd = Forwarder(box, HttpUplink(client, "tok"), backoff_initial=0.01, backoff_max=0.05,
+                    batch_size=1)
     fwd.start()
     assert fwd.flush(10)
     fwd.stop()
