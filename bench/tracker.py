@@ -661,7 +661,7 @@ def export_memory(url: str, workdir: Path, backend: str, expected_rows: int) -> 
 
 
 def _login(http: Any, username: str, password: str) -> None:
-    """Sign in through the operator login form (brief F's /login)."""
+    """Sign in through the operator login form."""
     import re
 
     from tracker.web import auth

@@ -1,4 +1,4 @@
-"""The real tracker (brief E's app) on SQLite, served by uvicorn on 127.0.0.1, stoppable and
+"""The real tracker app on SQLite, served by uvicorn on 127.0.0.1, stoppable and
 restartable on the same port so tests can take it down for a stretch of taps."""
 
 from __future__ import annotations
