@@ -90,6 +90,8 @@ def _write_options(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--tracker-url", metavar="URL", help="tracker base URL")
     t.add_argument("--station-token", metavar="TOKEN",
                    help="station token (default: $STATION_TRACKER_TOKEN)")
+    t.add_argument("--alias", metavar="NAME",
+                   help="provision: the card's name in the tracker (kept if it has one)")
 
 
 def _journal(args: argparse.Namespace) -> Any:
@@ -157,12 +159,39 @@ def _base(url: str) -> str:
 
 
 def _tracker_note(args: argparse.Namespace, uid: bytes, action: str) -> None:
-    """Tell the tracker (HTTP API, station token) — or say plainly that it was skipped."""
+    """Tell the tracker (its API, with the station token): a registration after a provision
+    that proved itself, "wiped" after a wipe. The card is done either way; a tracker that
+    cannot be told is said plainly, never an error of the card command."""
+    import os
+
     if not args.tracker_url:
         print(f"tracker: not told about the {action} (no --tracker-url)", file=sys.stderr)
         return
-    print(f"tracker: its API has no card {action} endpoint yet; card {uid.hex().upper()} "
-          "not recorded there", file=sys.stderr)
+    token = args.station_token or os.environ.get("STATION_TRACKER_TOKEN")
+    if not token:
+        print(f"tracker: not told about the {action}: --tracker-url needs --station-token "
+              "(or $STATION_TRACKER_TOKEN)", file=sys.stderr)
+        return
+    import httpx
+
+    from station.uplink.base import UplinkUnavailable
+    from station.uplink.http import HttpUplink
+
+    uid_hex = uid.hex().upper()
+    uplink = HttpUplink(httpx.Client(base_url=args.tracker_url.rstrip("/"), timeout=5.0,
+                                     trust_env=False), token)
+    try:
+        if action == "wipe":
+            status = uplink.mark_wiped(uid_hex)
+        else:
+            status = uplink.register_card(uid_hex, alias=getattr(args, "alias", None))
+        print(f"tracker: card {uid_hex} {'marked' if action == 'wipe' else 'registered'} "
+              f"({status})", file=sys.stderr)
+    except UplinkUnavailable as exc:
+        print(f"tracker: could not record the {action} of card {uid_hex}: {exc}",
+              file=sys.stderr)
+    finally:
+        uplink.close()
 
 
 def run_provision(args: argparse.Namespace) -> int:

@@ -72,6 +72,26 @@ class HttpUplink:
             raise UplinkUnavailable("the tracker's batch answer was not understood")
         return [_batch_item(item) for item in results]
 
+    def register_card(self, uid: str, *, card_id: str | None = None,
+                      alias: str | None = None) -> str:
+        """Tell the tracker about a card just provisioned; its status there."""
+        body = {"uid": uid, "card_id": card_id, "alias": alias}
+        return self._card_answer(self._request("POST", "/api/v1/cards/register", json=body))
+
+    def mark_wiped(self, uid: str) -> str:
+        """Tell the tracker a card was wiped; its status there (``wiped``)."""
+        return self._card_answer(self._request("POST", f"/api/v1/cards/{uid}/wiped"))
+
+    @staticmethod
+    def _card_answer(resp: httpx.Response) -> str:
+        if resp.status_code in (200, 201):
+            return str(_json(resp).get("status", "unknown"))
+        if resp.status_code == 401:
+            raise UplinkUnavailable("the tracker refused the station token (401)")
+        if resp.status_code == 404:
+            raise UplinkUnavailable("the tracker does not know this card (404)")
+        raise UplinkUnavailable(f"tracker answered HTTP {resp.status_code}")
+
     def card_status(self, uid: str) -> CardStatus:
         resp = self._request("GET", f"/api/v1/cards/{uid}/status")
         if resp.status_code == 404:

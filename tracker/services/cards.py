@@ -218,3 +218,40 @@ def ensure_card(session: Session, *, uid: str, card_id: str | None = None) -> Ca
         session.commit()
         session.refresh(card)
     return to_public(card)
+
+
+def register_card(
+    session: Session, *, uid: str, card_id: str | None = None, alias: str | None = None
+) -> tuple[CardPublic, bool]:
+    """A card a station has just programmed: create it, or bring it back to active (a wiped
+    card provisioned again). An alias is set only where the card has none yet."""
+    uid = normalise_uid(uid)
+    with write_lock(session):
+        card = session.exec(select(Card).where(col(Card.uid) == uid)).first()
+        created = card is None
+        if card is None:
+            now = utcnow()
+            card = Card(uid=uid, first_seen=now, last_seen=now)
+        if card_id is not None:
+            card.card_id = card_id.lower()
+        if alias and not card.alias:
+            card.alias = alias.strip() or None
+        if card.status == CardStatus.wiped:
+            card.status = CardStatus.active
+        session.add(card)
+        notify(session, "card", {"uid": card.uid, "status": card.status, "alias": card.alias})
+        session.commit()
+        session.refresh(card)
+    return to_public(card), created
+
+
+def mark_wiped(session: Session, *, uid: str) -> CardPublic:
+    """The card was restored to its factory state: its taps stay, new ones are refused."""
+    with write_lock(session):
+        card = _get(session, uid)
+        card.status = CardStatus.wiped
+        session.add(card)
+        notify(session, "card", {"uid": card.uid, "status": card.status, "alias": card.alias})
+        session.commit()
+        session.refresh(card)
+    return to_public(card)

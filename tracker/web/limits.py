@@ -26,7 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MAX_BODY_BYTES = 1024 * 1024
 
 #: Where only a station may write (POST; PATCH of a payout): token first, body after.
-_STATION_WRITES = re.compile(r"^/api/v1/(taps(/batch)?|claims|payouts(/\d{1,19})?)$")
+_STATION_WRITES = re.compile(
+    r"^/api/v1/(taps(/batch)?|claims|payouts(/\d{1,19})?|cards/register|cards/[0-9A-Fa-f]{8,20}/wiped)$"
+)
 
 #: Key of the authenticated station in ``scope["state"]``.
 STATION_STATE_KEY = "station"

@@ -3,10 +3,19 @@ query lives in ``tracker.services``; shared dependencies are in ``tracker.web.de
 
 from fastapi import APIRouter
 
-from tracker.web.routes.api import cards, claims, payouts, stations, stats, tap_batch, taps
+from tracker.web.routes.api import (
+    card_registry,
+    cards,
+    claims,
+    payouts,
+    stations,
+    stats,
+    tap_batch,
+    taps,
+)
 
 router = APIRouter()
-for _resource in (taps, tap_batch, claims, cards, payouts, stats, stations):
+for _resource in (taps, tap_batch, claims, card_registry, cards, payouts, stats, stations):
     router.include_router(_resource.router)
 
 __all__ = ["router"]
