@@ -202,6 +202,14 @@ class FakeBoltCard:
     def deselect(self) -> None:
         self._selected = False
 
+    def power_cycle(self) -> None:
+        self._selected = False
+
+
+def foreign_card(uid: bytes = bytes.fromhex("08112233")) -> FakeBoltCard:
+    """An ISO 14443-4 card without the NTAG 424 application (a transit card, a bank card)."""
+    return FakeBoltCard(uid, bytes(16), bytes(16), foreign=True)
+
 
 class DyingLink:
     """A CardLink whose card leaves the field after ``after`` APDUs."""

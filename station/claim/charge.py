@@ -235,7 +235,7 @@ class ChargeRegistry:
         self,
         *,
         default_timeout: float = 60.0,
-        keep: int = 1000,
+        keep: int = 200,
         clock: Callable[[], float] = time.time,
         on_final: Callable[[Charge], None] | None = None,
     ) -> None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from station_fakes import foreign_card
 from station_rig import RemovalWatch, wait_until
 
 from station.app import build_station
@@ -26,16 +27,6 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class ForeignCard:
-    uid = bytes.fromhex("08AABBCC")
-
-    def transceive(self, apdu: bytes) -> bytes:
-        return b"\x6a\x82"
-
-    def deselect(self) -> None:
-        pass
 
 
 def test_taps_through_nfcpy_udp(tmp_path: Path) -> None:
@@ -98,7 +89,7 @@ def test_taps_through_nfcpy_udp(tmp_path: Path) -> None:
         radio.insert(PulledDuringRead())
         assert wait_until(lambda: stats.removed_mid_read + stats.unsupported >= 1, 30), stats
         lift(seen)
-        tap(ForeignCard(), "unsupported")
+        tap(foreign_card(), "unsupported")
         assert station.forwarder.flush(10)
     finally:
         radio.close()

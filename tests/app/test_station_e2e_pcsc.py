@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from station_fakes import foreign_card
 from station_rig import RemovalWatch, vpcd_reader_name, wait_until
 
 from station.app import build_station
@@ -19,23 +20,6 @@ ISSUER = bytes.fromhex("00112233445566778899aabbccddeeff")
 UID = bytes.fromhex("04E2E0000000A1")
 
 pytestmark = pytest.mark.pcsc
-
-
-class ForeignCard:
-    """An ISO 14443-4 card without the NTAG 424 application (a transit card, a bank card)."""
-
-    def transceive(self, apdu: bytes) -> bytes:
-        if apdu[:2] == b"\xff\xca":
-            return bytes.fromhex("08112233") + b"\x90\x00"
-        if apdu[:1] == b"\xff":
-            return b"\x90\x00"
-        return b"\x6a\x82"
-
-    def power_cycle(self) -> None:
-        pass
-
-    def deselect(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -124,7 +108,7 @@ def test_card_pulled_mid_read_and_foreign_card_record_nothing(rig) -> None:  # t
     bridge.insert(PulledDuringRead())
     assert wait_until(lambda: station.daemon.stats.removed_mid_read == 1), station.daemon.stats
     assert station.removals.wait_for_more(removals_before)
-    tap(station, bridge, ForeignCard(), what="unsupported")
+    tap(station, bridge, foreign_card(), what="unsupported")
     tap(station, bridge, card)  # the daemon is still fine
     assert station.forwarder.flush(10)
     assert [t["outcome"] for t in tracker.taps()] == [ACCEPTED]
