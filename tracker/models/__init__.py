@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from tracker import words
 from tracker.models.checks import MAX_DB_INT, MAX_MSAT, CheckedInput
 
 #: Named constraints, so Alembic can alter them later (SQLite batch mode needs names).
@@ -183,6 +184,9 @@ class CardDetail(CardPublic):
 
     tap_count: int = 0
     refused_count: int = 0
+    #: Taps filed under this UID that do not prove it (bad MAC, foreign card): not in the
+    #: counts above, nor in the counters.
+    unverified_count: int = 0
     payout_count: int = 0
     completed_amount_msat: int = 0
     stations: list[str] = Field(default_factory=list)
@@ -339,6 +343,26 @@ class TapPublic(TapBase):
     def url(self) -> str:
         """The operator page of the tap's card."""
         return f"/cards/{self.card_uid}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tap_url(self) -> str:
+        """The operator page of this one tap."""
+        return f"/taps/{self.id}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reason_text(self) -> str | None:
+        """``reason`` in words ("Replayed: counter 25 was already used"); the code stays in
+        ``reason`` for tooltips, filters and exports."""
+        return words.reason_text(self.reason, counter=self.counter)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def trust_note(self) -> str | None:
+        """Set when the UID is not proven (bad MAC, or a foreign card charged without keys):
+        such a tap is kept out of the card's counters and totals."""
+        return words.trust_note(reason=self.reason, verified=self.verified)
 
 
 # --------------------------------------------------------------------------------------------

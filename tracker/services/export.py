@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from tracker import words
 from tracker.services import payouts as payout_service
 from tracker.services import taps as tap_service
 from tracker.services.filters import ListFilter
@@ -38,6 +39,9 @@ TAP_FIELDS = (
     "counter",
     "outcome",
     "reason",
+    "reason_text",
+    "verified",
+    "trust_note",
     "issuer_host",
     "idempotency_key",
 )
@@ -89,6 +93,9 @@ def _tap_record(row: Any) -> dict[str, Any]:
         "counter": row.counter,
         "outcome": row.outcome,
         "reason": row.reason,
+        "reason_text": words.reason_text(row.reason, counter=row.counter),
+        "verified": bool(row.verified),
+        "trust_note": words.trust_note(reason=row.reason, verified=bool(row.verified)),
         "issuer_host": row.issuer_host,
         "idempotency_key": row.idempotency_key,
     }

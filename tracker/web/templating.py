@@ -48,6 +48,18 @@ def _fmt_sats(value: Any) -> str:
         return str(value)
 
 
+def _short_uid(value: Any) -> str:
+    """``04A1…E5F6``: enough to tell cards apart in a list; the full value goes on hover."""
+    text = "" if value is None else str(value)
+    return text if len(text) <= 10 else f"{text[:4]}…{text[-4:]}"
+
+
+def _short_id(value: Any) -> str:
+    """The first 8 hex digits of a 32-hex card id."""
+    text = "" if value is None else str(value)
+    return text if len(text) <= 12 else f"{text[:8]}…"
+
+
 def _badge(state: Any) -> Markup:
     name = str(getattr(state, "value", state) or "unknown")
     kind = STATE_BADGES.get(name, "neutral")
@@ -71,6 +83,8 @@ def _build_env() -> Environment:
     env.filters["time"] = _fmt_time
     env.filters["sats"] = _fmt_sats
     env.filters["badge"] = _badge
+    env.filters["short_uid"] = _short_uid
+    env.filters["short_id"] = _short_id
     env.globals["query"] = _query
     return env
 

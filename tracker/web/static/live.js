@@ -52,6 +52,18 @@
     return a;
   }
 
+  function shortUid(uid) {
+    return uid.length <= 10 ? uid : uid.slice(0, 4) + "\u2026" + uid.slice(-4);
+  }
+
+  // An unproven UID (bad MAC, foreign card) is never drawn as a link to the card.
+  function claimed(d) {
+    var span = el("span", "claims " + shortUid(d.card_uid), "claimed mono");
+    span.setAttribute("data-claimed-uid", d.card_uid);
+    span.title = d.card_uid + ": " + d.trust_note;
+    return span;
+  }
+
   function cell(col, d, topic) {
     var td = el("td");
     switch (col) {
@@ -61,21 +73,30 @@
       case "id":
         var a = el("a", "#" + d.id); a.href = d.url; td.appendChild(a); break;
       case "card":
-        if (d.card_uid) { td.appendChild(cardLink(d.card_uid, d.card_alias)); }
+        if (d.card_uid && d.trust_note) { td.appendChild(claimed(d)); }
+        else if (d.card_uid) { td.appendChild(cardLink(d.card_uid, d.card_alias)); }
         else { td.textContent = "—"; }
         break;
       case "station": td.textContent = d.station || "—"; break;
       case "counter": td.textContent = d.counter; td.className = "num"; break;
       case "outcome":
         td.appendChild(badge(d.outcome));
-        if (d.verified === false) {
-          var mark = el("span", "unverified", "badge badge-neutral");
+        if (d.trust_note) {
+          var mark = el("span", d.trust_note, "badge badge-warn");
           mark.setAttribute("data-verified", "false");
+          mark.title = "the UID is only what the tap claimed: not counted for the card";
           td.appendChild(document.createTextNode(" "));
           td.appendChild(mark);
         }
         break;
-      case "reason": td.textContent = d.reason || ""; td.className = "wrap"; break;
+      case "reason":
+        td.className = "wrap";
+        if (d.reason) {
+          var words = el("span", d.reason_text || d.reason);
+          words.title = d.reason; words.setAttribute("data-reason", d.reason);
+          td.appendChild(words);
+        }
+        break;
       case "amount": td.textContent = fmtSats(d.amount_sats); td.className = "num"; break;
       case "state": td.appendChild(badge(d.state)); break;
       default: td.textContent = d[col] === undefined ? "" : d[col];
