@@ -29,6 +29,7 @@ from tracker import events
 from tracker.db import Database, DatabaseBusy, check_schema_current, is_busy, make_engine
 from tracker.services.taps import TapRecorder
 from tracker.settings import TrackerSettings
+from tracker.web import apidocs
 from tracker.web.deps import check_request_text
 from tracker.web.limits import RequestGate
 from tracker.web.routes import api, pages
@@ -62,7 +63,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
         title="Bolt Card tracker",
         description=API_DESCRIPTION,
         version="1",
-        docs_url="/api/docs",
+        docs_url=None,  # served by tracker.web.apidocs, from the package, under our CSP
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
@@ -80,6 +81,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
     app.router.add_event_handler("shutdown", close_async_pools)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    apidocs.install(app, openapi_url="/api/openapi.json")
     app.include_router(api.router)
     app.include_router(pages.router)
     pages.install_error_pages(app)

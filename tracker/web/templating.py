@@ -6,6 +6,7 @@ must get the same escaping rules and the same context (signed-in user, CSRF toke
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,16 @@ def _fmt_time(value: Any) -> str:
     return str(value)
 
 
+def _time_cell(value: Any) -> Markup:
+    """The time for a table cell: date and clock may go on two lines (a phone), never
+    breaking inside either at a hyphen or colon."""
+    text = _fmt_time(value)
+    date, sep, clock = text.partition(" ")
+    if not sep:
+        return Markup("<span class='nw'>{}</span>").format(text)
+    return Markup("<span class='nw'>{}</span> <span class='nw'>{}</span>").format(date, clock)
+
+
 def _fmt_sats(value: Any) -> str:
     if value is None:
         return "—"
@@ -63,7 +74,12 @@ def _short_id(value: Any) -> str:
 def _badge(state: Any) -> Markup:
     name = str(getattr(state, "value", state) or "unknown")
     kind = STATE_BADGES.get(name, "neutral")
-    return Markup("<span class='badge badge-{}' data-state='{}'>{}</span>").format(kind, name, name)
+    # A soft break between words ("Awaiting<wbr>Approval") lets the badge fit a phone column.
+    words = re.split(r"(?=[A-Z])", name)
+    label = Markup("<wbr>").join(w for w in words if w)
+    return Markup("<span class='badge badge-{}' data-state='{}'>{}</span>").format(
+        kind, name, label
+    )
 
 
 def _query(params: dict[str, Any], **changes: Any) -> str:
@@ -81,6 +97,7 @@ def _build_env() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["time"] = _fmt_time
+    env.filters["time_cell"] = _time_cell
     env.filters["sats"] = _fmt_sats
     env.filters["badge"] = _badge
     env.filters["short_uid"] = _short_uid
@@ -110,11 +127,11 @@ def render(
     }
     ctx.update(context or {})
     html = ENV.get_template(name).render(ctx)
-    return HTMLResponse(html, status_code=status_code, headers=_SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
 
 
 # No inline script anywhere, so a strict policy costs nothing and blunts any escaping slip.
-_SECURITY_HEADERS = {
+SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"

@@ -39,16 +39,22 @@
   }
 
   function badge(value) {
-    var span = el("span", value, "badge badge-" + (BADGES[value] || "neutral"));
+    var span = el("span", null, "badge badge-" + (BADGES[value] || "neutral"));
+    // "AwaitingApproval" may break before its second word on a narrow screen, as on the server.
+    String(value).split(/(?=[A-Z])/).forEach(function (part, i) {
+      if (i > 0) { span.appendChild(document.createElement("wbr")); }
+      span.appendChild(document.createTextNode(part));
+    });
     span.setAttribute("data-state", value);
     return span;
   }
 
   function cardLink(uid, alias) {
-    var a = el("a", alias || uid);
+    var a = el("a", alias || shortUid(uid));
     a.href = "/cards/" + encodeURIComponent(uid);
     a.setAttribute("data-card-uid", uid);
-    if (alias) { a.title = uid; } else { a.className = "mono"; }
+    a.title = uid;
+    if (!alias) { a.className = "mono"; }
     return a;
   }
 
@@ -69,7 +75,12 @@
     switch (col) {
       case "time":
         var moment = d.received_at || d.created || "";
-        td.textContent = fmtTime(moment); td.title = moment; break;
+        var open = el("a"); open.href = d.tap_url || d.url;
+        fmtTime(moment).split(" ").forEach(function (part, i) {
+          if (i > 0) { open.appendChild(document.createTextNode(" ")); }
+          open.appendChild(el("span", part, "nw"));
+        });
+        td.appendChild(open); td.title = moment; td.className = "time"; break;
       case "id":
         var a = el("a", "#" + d.id); a.href = d.url; td.appendChild(a); break;
       case "card":
@@ -109,7 +120,10 @@
     tr.setAttribute("data-id", d.id);
     var cols = table.querySelectorAll("thead th[data-col]");
     for (var i = 0; i < cols.length; i++) {
-      tr.appendChild(cell(cols[i].getAttribute("data-col"), d, topic));
+      var td = cell(cols[i].getAttribute("data-col"), d, topic);
+      // Columns that collapse on a phone (class "opt" on the header) collapse in new rows too.
+      if (cols[i].classList.contains("opt")) { td.classList.add("opt"); }
+      tr.appendChild(td);
     }
     return tr;
   }
@@ -143,7 +157,8 @@
     var links = document.querySelectorAll("[data-card-uid]");
     for (var i = 0; i < links.length; i++) {
       if (links[i].getAttribute("data-card-uid") !== d.uid) { continue; }
-      links[i].textContent = d.alias || d.uid;
+      if (links[i].tagName === "A") { links[i].textContent = d.alias || shortUid(d.uid); }
+      else { links[i].textContent = d.alias || d.uid; }
     }
   }
 

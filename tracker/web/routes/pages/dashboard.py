@@ -45,12 +45,14 @@ def _dashboard_charts(session: Any, since: datetime | None) -> dict[str, Markup]
     volume = stats_service.payout_volume_per_day(session, since=since)
     per_station = stats_service.taps_per_station(session, since=since)
     top = stats_service.top_cards(session, since=since, limit=8)
+    days = [(d, sats) for d, _n, sats in volume]
+    ranked = [(alias or uid, sats, f"/cards/{uid}") for uid, alias, sats in top]
     return {
-        "volume": Markup(charts.payout_volume_per_day([(d, sats) for d, _n, sats in volume])),
-        "stations": Markup(charts.taps_per_station(per_station)),
-        "cards": Markup(
-            charts.top_cards([(alias or uid, sats, f"/cards/{uid}") for uid, alias, sats in top])
+        "volume": Markup(charts.responsive(lambda w: charts.payout_volume_per_day(days, width=w))),
+        "stations": Markup(
+            charts.responsive(lambda w: charts.taps_per_station(per_station, width=w))
         ),
+        "cards": Markup(charts.responsive(lambda w: charts.top_cards(ranked, width=w))),
     }
 
 
