@@ -55,6 +55,9 @@ class TrackerSettings:
     #: Run the live-update watcher (SSE for operator pages). An ingest-only process behind a
     #: load balancer can switch it off and leave live pages to the other processes.
     live_updates: bool = True
+    #: Operators' default time zone (IANA name, e.g. ``Europe/Berlin``) for showing times,
+    #: "today" and date filters; each operator may pick another. Empty: the system's zone.
+    timezone: str = ""
 
     @property
     def is_sqlite(self) -> bool:

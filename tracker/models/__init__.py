@@ -141,6 +141,8 @@ def normalise_uid(value: str) -> str:
 class CardBase(SQLModel):
     alias: str | None = Field(default=None, max_length=100)
     notes: str | None = Field(default=None, max_length=2000)
+    #: Who carries the card (a person, a team): free text an operator keeps.
+    holder: str | None = Field(default=None, max_length=100)
 
 
 class CardUpdate(CheckedInput):
@@ -148,7 +150,10 @@ class CardUpdate(CheckedInput):
 
     alias: str | None = Field(default=None, max_length=100)
     notes: str | None = Field(default=None, max_length=2000)
+    holder: str | None = Field(default=None, max_length=100)
     status: CardStatus | None = None
+    #: Why the card is blocked (required with ``status: blocked`` from the pages).
+    blocked_reason: str | None = Field(default=None, max_length=500)
 
     @field_validator("status")
     @classmethod
@@ -168,6 +173,9 @@ class Card(CardBase, table=True):
     last_counter: int | None = Field(default=None)
     first_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    blocked_reason: str | None = Field(default=None, max_length=500)
+    blocked_by: str | None = Field(default=None, max_length=100)
+    blocked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class CardPublic(CardBase):
@@ -177,6 +185,9 @@ class CardPublic(CardBase):
     last_counter: int | None
     first_seen: datetime
     last_seen: datetime
+    blocked_reason: str | None = None
+    blocked_by: str | None = None
+    blocked_at: datetime | None = None
 
 
 class CardDetail(CardPublic):
@@ -520,6 +531,8 @@ class User(SQLModel, table=True):
     role: str = Field(default=Role.viewer, max_length=16)
     password_hash: str = Field(max_length=255)
     created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    #: IANA zone the operator reads times in; None: the server's (TRACKER_TIMEZONE).
+    timezone: str | None = Field(default=None, max_length=64)
 
 
 class UserPublic(UserBase):

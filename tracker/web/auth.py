@@ -60,6 +60,7 @@ class CurrentUser:
     username: str
     role: str
     csrf: str
+    timezone: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -174,7 +175,13 @@ def _current_user_uncached(request: Request) -> CurrentUser | None:
     role = _role_name(user)
     if role not in ROLES:
         return None
-    return CurrentUser(id=user.id, username=user.username, role=role, csrf=str(payload["csrf"]))
+    return CurrentUser(
+        id=user.id,
+        username=user.username,
+        role=role,
+        csrf=str(payload["csrf"]),
+        timezone=getattr(user, "timezone", None),
+    )
 
 
 # --- dependencies ------------------------------------------------------------------------------

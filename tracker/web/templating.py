@@ -7,14 +7,20 @@ must get the same escaping rules and the same context (signed-in user, CSRF toke
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    pass_context,
+    select_autoescape,
+)
 from markupsafe import Markup
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -29,21 +35,27 @@ STATE_BADGES = {
 }
 
 
-def _fmt_time(value: Any) -> str:
-    """UTC, to the second; the full ISO value goes in the title attribute."""
+def _fmt_time(value: Any, zone: tzinfo = UTC) -> str:
+    """In the operator's zone, to the second; the full ISO value goes in the title."""
     if value is None:
         return "—"
     if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC)
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
 
 
-def _time_cell(value: Any) -> Markup:
+@pass_context
+def _time_filter(ctx: Any, value: Any) -> str:
+    return _fmt_time(value, ctx.get("tz") or UTC)
+
+
+@pass_context
+def _time_cell(ctx: Any, value: Any) -> Markup:
     """The time for a table cell: date and clock may go on two lines (a phone), never
     breaking inside either at a hyphen or colon."""
-    text = _fmt_time(value)
+    text = _fmt_time(value, ctx.get("tz") or UTC)
     date, sep, clock = text.partition(" ")
     if not sep:
         return Markup("<span class='nw'>{}</span>").format(text)
@@ -96,7 +108,7 @@ def _build_env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["time"] = _fmt_time
+    env.filters["time"] = _time_filter
     env.filters["time_cell"] = _time_cell
     env.filters["sats"] = _fmt_sats
     env.filters["badge"] = _badge
@@ -117,8 +129,14 @@ def render(
     status_code: int = 200,
     user: Any = None,
 ) -> HTMLResponse:
-    """Render ``name`` with the signed-in user and the CSRF token every form needs."""
+    """Render ``name`` with the signed-in user, the CSRF token every form needs and the
+    operator's time zone (``tz``, ``tz_name``) that every time on the page is shown in."""
+    from tracker.web.zone import operator_zone  # auth (below zone) renders templates too
+
+    zone = operator_zone(request) if user is not None else UTC
     ctx: dict[str, Any] = {
+        "tz": zone,
+        "tz_name": getattr(zone, "key", "UTC"),
         "request": request,
         "user": user,
         "csrf_token": getattr(user, "csrf", "") if user is not None else "",

@@ -25,10 +25,22 @@
     return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, "\u202f");
   }
 
-  // ISO 8601 in UTC (as TapPublic / PayoutPublic serialise it) -> "YYYY-MM-DD HH:MM:SS",
-  // the same text the server's templates show.
+  // ISO 8601 (as TapPublic / PayoutPublic serialise it) -> "YYYY-MM-DD HH:MM:SS" in the
+  // operator's time zone (<body data-tz>), the same text the server's templates show.
+  var ZONE = document.body.getAttribute("data-tz") || "UTC";
+  var zoned = null;
+  try {
+    zoned = new Intl.DateTimeFormat("en-CA", {
+      timeZone: ZONE, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23"
+    });
+  } catch (e) { zoned = null; }
   function fmtTime(iso) {
-    return iso ? String(iso).slice(0, 19).replace("T", " ") : "";
+    if (!iso) { return ""; }
+    if (!zoned) { return String(iso).slice(0, 19).replace("T", " "); }
+    var p = {};
+    zoned.formatToParts(new Date(iso)).forEach(function (part) { p[part.type] = part.value; });
+    return p.year + "-" + p.month + "-" + p.day + " " + p.hour + ":" + p.minute + ":" + p.second;
   }
 
   function el(tag, text, cls) {
