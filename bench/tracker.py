@@ -662,10 +662,13 @@ def export_memory(url: str, workdir: Path, backend: str, expected_rows: int) -> 
 
 def _login(http: Any, username: str, password: str) -> None:
     """Sign in through the operator login form (brief F's /login)."""
+    import re
+
     from tracker.web import auth
 
-    form_token = secrets.token_urlsafe(16)
-    http.cookies.set(auth.LOGIN_CSRF_COOKIE, form_token)
+    form = http.get("/login")
+    found = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    form_token = found.group(1) if found else ""
     answer = http.post(
         "/login",
         data={"username": username, "password": password, auth.CSRF_FIELD: form_token},

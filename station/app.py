@@ -30,6 +30,7 @@ from station.claim.watch import InvoiceWatcher
 from station.daemon import Daemon, ReaderSlot
 from station.invoices import InvoiceSource, make_source
 from station.outbox.forwarder import Forwarder
+from station.outbox.health import StationHealth
 from station.outbox.outbox import Outbox
 from station.readers import registry
 from station.readers.base import Reader
@@ -154,6 +155,11 @@ class Station:
     daemon: Daemon
     charging: Charging | None = None
 
+    def status(self) -> StationHealth:
+        """The line to the tracker: online, pending, dead records, what is wrong now (for a
+        ``/health`` route or the operator)."""
+        return self.forwarder.health()
+
     def shutdown(self, flush_timeout: float = 3.0) -> int:
         """Stop readers, let the forwarder flush, close; return the number of records spooled."""
         self.daemon.stop()
@@ -194,9 +200,12 @@ def build_station(
     """
     if verifier is None:
         verifier = build_verifier(settings.keys, foreign_ok=settings.accept_foreign_cards)
+    # The outbox first: a file that is not ours stops the start before anything else is built.
+    outbox = Outbox(
+        settings.outbox_path, station_name=settings.station_name, fresh=settings.fresh_outbox
+    )
     uplink = uplink if uplink is not None else build_uplink(settings)
     status = StatusCache(uplink.card_status, settings.status_ttl)
-    outbox = Outbox(settings.outbox_path, station_name=settings.station_name)
     forwarder = Forwarder(
         outbox, ForgetOnTurnDown(uplink, status), backoff_initial=0.1, backoff_max=backoff_max
     )

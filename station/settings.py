@@ -202,6 +202,9 @@ class StationSettings:
     insecure_hosts: tuple[str, ...] = ()
     accept_foreign_cards: bool = False
     charges_journal: Path | None = None  # default: next to the outbox
+    # An outbox file that is not ours (empty, corrupt, another database) is set aside and a new
+    # one begins, instead of refusing to start (station.outbox.opening). A good one is kept.
+    fresh_outbox: bool = False
     invoices: InvoiceSettings = InvoiceSettings()
     pos: PosSettings = PosSettings()
 
@@ -335,6 +338,8 @@ def load_settings(
         kw["accept_foreign_cards"] = _flag("accept_foreign_cards", data["accept_foreign_cards"])
     if "charges_journal" in data:
         kw["charges_journal"] = rel(str(data["charges_journal"]))
+    if "fresh_outbox" in data:
+        kw["fresh_outbox"] = _flag("fresh_outbox", data["fresh_outbox"])
 
     # Environment overrides (relative paths there are relative to the working directory).
     if env.get("STATION_NAME"):
@@ -352,6 +357,8 @@ def load_settings(
     if env.get("STATION_ACCEPT_FOREIGN_CARDS"):
         kw["accept_foreign_cards"] = _flag("STATION_ACCEPT_FOREIGN_CARDS",
                                            env["STATION_ACCEPT_FOREIGN_CARDS"])
+    if env.get("STATION_FRESH_OUTBOX"):
+        kw["fresh_outbox"] = _flag("STATION_FRESH_OUTBOX", env["STATION_FRESH_OUTBOX"])
     if env.get("STATION_CHARGES_JOURNAL"):
         kw["charges_journal"] = Path(env["STATION_CHARGES_JOURNAL"]).expanduser().absolute()
     for name, var in (

@@ -2,7 +2,13 @@
 
     tracker db upgrade|downgrade|current
     tracker users add NAME --role viewer|admin [--password-stdin]
-    tracker stations add NAME
+    tracker users list | disable NAME | remove NAME | passwd NAME [--password-stdin]
+    tracker stations add NAME | list | revoke NAME | rotate NAME
+    tracker issuers add NAME --kind btcpay --url URL --store-id ID --api-key KEY \
+        --webhook-secret SECRET [--json]
+    tracker issuers list | remove NAME
+    tracker reconcile [--once]
+    tracker tokens add USER [--json] | revoke ID|TOKEN-PREFIX
     tracker serve [--host 127.0.0.1] [--port 8080]
 
 Settings come from ``TRACKER_*`` variables and/or ``--config FILE`` (TOML). Secrets printed
@@ -12,34 +18,19 @@ here (a generated password, a station token) go to stdout once and never to the 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
+from tracker import cli_payouts as payout_commands
+from tracker.cli_common import _engine, _json_flag, _refused, _session, _settings
 from tracker.models import Role
-from tracker.settings import SettingsError, TrackerSettings, load_settings
-
-if TYPE_CHECKING:
-    from sqlmodel import Session
+from tracker.settings import SettingsError, TrackerSettings
 
 log = logging.getLogger("tracker.cli")
-
-
-def _settings(args: argparse.Namespace) -> TrackerSettings:
-    overrides = {}
-    if getattr(args, "database_url", None):
-        overrides["database_url"] = args.database_url
-    return load_settings(config_path=args.config, **overrides)
-
-
-def _engine(settings: TrackerSettings):  # type: ignore[no-untyped-def]
-    from tracker.db import make_engine
-
-    return make_engine(settings)
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -62,26 +53,6 @@ def cmd_db(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     return 0
-
-
-@contextlib.contextmanager
-def _session(settings: TrackerSettings) -> Iterator[Session]:
-    """A session on a schema-checked database; the engine is disposed afterwards."""
-    from tracker.db import check_schema_current, make_sessionmaker
-
-    engine = _engine(settings)
-    try:
-        check_schema_current(engine)
-        with make_sessionmaker(engine)() as session:
-            yield session
-    finally:
-        engine.dispose()
-
-
-def _refused(exc: Exception) -> int:
-    """Report an expected refusal (the message says what to do); exit status 1."""
-    print(f"error: {exc}", file=sys.stderr)
-    return 1
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
@@ -115,6 +86,97 @@ def cmd_users_add(args: argparse.Namespace) -> int:
         if generated:
             print(f"password: {password}")
             print("(shown once; store it now)")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> tuple[str | None, bool]:
+    """(password, generated) from stdin or generated; (None, _) when too short."""
+    from tracker.security import generate_password
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        return (password if len(password) >= 8 else None), False
+    return generate_password(), True
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from tracker.services import users
+
+    with _session(_settings(args)) as session:
+        rows = users.list_users(session)
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows]))
+    else:
+        for r in rows:
+            state = "disabled" if r.disabled else "active"
+            print(f"{r.username}\t{r.role.value}\t{state}\tcreated {r.created.isoformat()}")
+    return 0
+
+
+def cmd_users_change(args: argparse.Namespace) -> int:
+    """disable / remove / passwd: each ends the user's sessions in every tracker process."""
+    from tracker.services import users
+
+    settings = _settings(args)
+    password, generated = None, False
+    if args.users_command == "passwd":
+        password, generated = _read_password(args)
+        if password is None:
+            print("error: the password must be at least 8 characters", file=sys.stderr)
+            return 2
+    try:
+        with _session(settings) as session:
+            if args.users_command == "disable":
+                users.set_disabled(session, username=args.name)
+            elif args.users_command == "remove":
+                users.remove_user(session, username=args.name)
+            else:
+                assert password is not None
+                users.set_password(session, username=args.name, password=password)
+    except users.UserNotFound as exc:
+        return _refused(exc)
+    done = {"disable": "disabled", "remove": "removed", "passwd": "changed the password of"}
+    if args.json:
+        out = {"username": args.name, "action": args.users_command}
+        if generated:
+            out["password"] = str(password)
+        print(json.dumps(out))
+    else:
+        print(f"{done[args.users_command]} {args.name!r}; its sessions are ended")
+        if generated:
+            print(f"password: {password}")
+            print("(shown once; store it now)")
+    return 0
+
+
+def cmd_stations_revoke(args: argparse.Namespace) -> int:
+    from tracker.services import stations
+
+    try:
+        with _session(_settings(args)) as session:
+            stations.revoke_token(session, name=args.name)
+    except stations.StationNotFound as exc:
+        return _refused(exc)
+    if args.json:
+        print(json.dumps({"name": args.name, "revoked": True}))
+    else:
+        print(f"revoked the token of station {args.name!r} (refused everywhere within seconds)")
+    return 0
+
+
+def cmd_stations_rotate(args: argparse.Namespace) -> int:
+    from tracker.services import stations
+
+    try:
+        with _session(_settings(args)) as session:
+            token = stations.rotate_token(session, name=args.name)
+    except stations.StationNotFound as exc:
+        return _refused(exc)
+    if args.json:
+        print(json.dumps({"name": args.name, "token": token}))
+    else:
+        print(f"new token for station {args.name!r}: {token}")
+        print("(shown once; the old token is refused within seconds)")
     return 0
 
 
@@ -158,6 +220,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tracker.web.app import create_app
 
     settings = _settings(args)
+    if args.forwarded_allow_ips is not None:
+        settings = dataclasses.replace(settings, forwarded_allow_ips=args.forwarded_allow_ips)
     host = args.host or settings.host
     port = args.port or settings.port
     try:
@@ -169,14 +233,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "port": port,
         "log_level": settings.log_level,
         "access_log": args.access_log,
-        "proxy_headers": True,
-        "forwarded_allow_ips": "127.0.0.1",
+        **proxy_options(settings),
     }
     if args.workers > 1:
         app.state.engine.dispose()
         return _serve_workers(settings, host, port, args.workers, common)
     uvicorn.run(app, **common)  # type: ignore[arg-type]
     return 0
+
+
+def proxy_options(settings: TrackerSettings) -> dict[str, object]:
+    """uvicorn's forwarded-header options: believe ``X-Forwarded-*`` only from the proxies
+    ``settings.forwarded_allow_ips`` names. Both options are always set explicitly: left
+    unset, uvicorn trusts 127.0.0.1 (or $FORWARDED_ALLOW_IPS), i.e. every same-host client
+    and SSH tunnel could choose the address the login limit counts."""
+    trusted = settings.forwarded_allow_ips.strip()
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted}
 
 
 def _serve_workers(
@@ -265,15 +337,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the password from stdin (default: generate and print one)",
     )
     add_user.set_defaults(func=cmd_users_add)
+    users.add_parser("list", help="list operators").set_defaults(func=cmd_users_list)
+    for action, text in (
+        ("disable", "stop a user from signing in; ends its sessions"),
+        ("remove", "delete a user; ends its sessions"),
+        ("passwd", "set a new password (generated unless --password-stdin); ends its sessions"),
+    ):
+        change = users.add_parser(action, help=text)
+        change.add_argument("name")
+        if action == "passwd":
+            change.add_argument("--password-stdin", action="store_true")
+        change.set_defaults(func=cmd_users_change)
 
     stations = sub.add_parser("stations", help="stations and their tokens").add_subparsers(
         dest="stations_command", required=True
     )
     add_station = stations.add_parser("add", help="create a station; prints its token once")
     add_station.add_argument("name")
+    _json_flag(add_station)
     add_station.set_defaults(func=cmd_stations_add)
     list_station = stations.add_parser("list", help="list stations")
     list_station.set_defaults(func=cmd_stations_list)
+    revoke = stations.add_parser("revoke", help="take a station's token away")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_stations_revoke)
+    rotate = stations.add_parser("rotate", help="give a station a new token; prints it once")
+    rotate.add_argument("name")
+    rotate.set_defaults(func=cmd_stations_rotate)
+
+    payout_commands.register(sub)
 
     serve = sub.add_parser("serve", help="run the web server")
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
@@ -281,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (PostgreSQL or SQLite WAL)"
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="comma-separated proxy addresses whose X-Forwarded-For is believed "
+        "(default: none; setting forwarded_allow_ips / TRACKER_FORWARDED_ALLOW_IPS)",
     )
     serve.set_defaults(func=cmd_serve)
     return parser
@@ -298,8 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:  # the migration check and DB errors say what to do
         from tracker.db import SchemaNotCurrentError
+        from tracker.issuers.secrets import SecretUnreadable
 
-        if isinstance(exc, SchemaNotCurrentError):
+        if isinstance(exc, SchemaNotCurrentError | SecretUnreadable):
             return _refused(exc)
         raise
 

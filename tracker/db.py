@@ -94,9 +94,15 @@ def make_engine(settings: TrackerSettings | str, **kwargs: Any) -> Engine:
 
 
 def _ensure_sqlite_dir(url: str) -> None:
+    """Create the directory, and a new database file readable by its owner only (0600): it
+    holds password hashes, session ids and station token hashes. SQLite gives its -wal and
+    -shm files the database file's mode."""
     _, _, rest = url.partition(":///")
-    if rest and not rest.startswith(":memory:"):
-        Path(rest.split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+    if rest and not rest.startswith(":memory:") and not rest.startswith("file:"):
+        path = Path(rest.split("?", 1)[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _install_sqlite_pragmas(engine: Engine, busy_ms: int) -> None:

@@ -58,6 +58,28 @@ class TrackerSettings:
     #: Operators' default time zone (IANA name, e.g. ``Europe/Berlin``) for showing times,
     #: "today" and date filters; each operator may pick another. Empty: the system's zone.
     timezone: str = ""
+    #: Fernet key (``Fernet.generate_key()``) that encrypts issuer API keys and webhook
+    #: secrets at rest (``TRACKER_ISSUER_KEY``). Empty: derived from ``secret_key``, so
+    #: rotating the secret key then makes stored issuer secrets unreadable (re-add them).
+    issuer_key: str = field(default="", repr=False)
+    #: Seconds between Greenfield reconciliations inside ``tracker serve``; 0 switches the
+    #: loop off (``tracker reconcile --once`` still works).
+    reconcile_seconds: int = 60
+    #: Largest webhook body accepted (BTCPay's payout events are ~400 bytes).
+    webhook_max_bytes: int = 64 * 1024
+    #: Timeout of each Greenfield request, seconds.
+    issuer_timeout_s: int = 10
+    #: Proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed (comma-separated
+    #: addresses or networks, ``*`` for any). Empty (the default): no forwarded header is
+    #: believed and the client address is the TCP peer - otherwise anyone able to reach the
+    #: port from a trusted address could pick the address the login limit counts.
+    forwarded_allow_ips: str = ""
+    #: Sign-in attempts allowed per window: per (address, user), per user from any address,
+    #: per address over all users. Counted in the database, shared by all tracker processes.
+    login_max_failures: int = 5
+    login_max_failures_per_user: int = 10
+    login_max_failures_per_address: int = 30
+    login_window_s: int = 300
 
     @property
     def is_sqlite(self) -> bool:
@@ -108,6 +130,15 @@ _KINDS: dict[str, type] = {
     "sqlite_busy_timeout_ms": int,
     "pool_size": int,
     "live_updates": bool,
+    "issuer_key": str,
+    "reconcile_seconds": int,
+    "webhook_max_bytes": int,
+    "issuer_timeout_s": int,
+    "forwarded_allow_ips": str,
+    "login_max_failures": int,
+    "login_max_failures_per_user": int,
+    "login_max_failures_per_address": int,
+    "login_window_s": int,
 }
 
 

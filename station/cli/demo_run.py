@@ -30,6 +30,7 @@ from station.demo.issuer import serve_in_thread as serve_issuer
 from station.demo.payer import LnbitsPayer
 from station.demo.wallet import WalletConfig
 from station.demo.wallet import create_app as create_wallet
+from station.demo.webhooks import WebhookTarget
 from station.emulator import store
 from station.emulator.card import EmulatedCard
 from station.ntag424 import flows
@@ -47,6 +48,8 @@ ISSUER_WALLET = WalletConfig("issuer", "demo-issuer-invoice-key", "demo-issuer-a
                              100_000_000_000)
 PULL_PAYMENT = PullPayment("demo-pp", "Demo pull payment", 50_000_000_000)
 ISSUER_API_KEY = "demo-issuer-greenfield-key"
+ISSUER_NAME = "demo"
+WEBHOOK_SECRET = "demo-webhook-secret-not-a-real-one"
 AMOUNTS_SATS = (210, 990, 1500, 2100, 3500, 4200, 6900, 12_000)
 MEMOS = ("Coffee", "Croissant", "Flat white", "Sandwich", "Tea", "Cake", "Lunch", "Juice")
 
@@ -149,13 +152,29 @@ class Peers:
                 stop()
 
 
-def start_peers(state_dir: Path, issuer_port: int) -> Peers:
+def follow_issuer(db_url: str, issuer_url: str) -> None:
+    """Tell the tracker to follow the demo issuer's payouts (webhooks + Greenfield polling),
+    as an operator would with ``tracker issuers add``; again when its address changed."""
+    listed = json.loads(_tracker(["issuers", "list", "--json"], db_url))
+    known = {row["name"]: row for row in listed}
+    if ISSUER_NAME in known and known[ISSUER_NAME]["url"].rstrip("/") == issuer_url:
+        return
+    if ISSUER_NAME in known:
+        _tracker(["issuers", "remove", ISSUER_NAME], db_url)
+    _tracker(["issuers", "add", ISSUER_NAME, "--kind", "btcpay", "--url", issuer_url,
+              "--store-id", "demo-store", "--api-key", ISSUER_API_KEY,
+              "--webhook-secret", WEBHOOK_SECRET], db_url)
+
+
+def start_peers(state_dir: Path, issuer_port: int, tracker_url: str) -> Peers:
     wallet_url, stop_wallet = serve_in_thread(
         create_wallet([MERCHANT, ISSUER_WALLET], state_path=state_dir / "wallet.json"))
     cards = [CardConfig(uid, PULL_PAYMENT.id) for uid in DEMO_UIDS]
     config = IssuerConfig(
         payer=LnbitsPayer(wallet_url, ISSUER_WALLET.admin_key), pull_payments=[PULL_PAYMENT],
         cards=cards, issuer_key=DEMO_ISSUER_KEY, api_keys=[ISSUER_API_KEY], pay_timeout_s=5.0,
+        webhooks=[WebhookTarget(f"{tracker_url}/webhooks/btcpay/{ISSUER_NAME}", WEBHOOK_SECRET)],
+        webhook_retry_delays_s=(1.0, 5.0, 30.0),
     )
     if issuer_port and not port_free(issuer_port):
         stop_wallet()
@@ -342,8 +361,9 @@ def run_demo(args: argparse.Namespace) -> int:
     password, token = prepare_tracker(state_dir, db_url)
     port = args.port if args.port and port_free(args.port) else free_port()
     pos_port = args.pos_port if args.pos_port and port_free(args.pos_port) else free_port()
-    peers = start_peers(state_dir, args.issuer_port)
+    peers = start_peers(state_dir, args.issuer_port, f"http://127.0.0.1:{port}")
     try:
+        follow_issuer(db_url, peers.issuer_url)
         cards = demo_cards(state_dir / "cards", peers.lnurlw)
         with tracker_process(db_url, port, state_dir / "tracker.log") as url:
             settings = StationSettings(

@@ -10,6 +10,7 @@ SUN URL with the same 3-APDU flow the daemon uses, verifies it with the keys giv
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -28,6 +29,11 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--config", type=Path, help="TOML settings file (STATION_* env overrides)")
     run.add_argument("--log-format", choices=("text", "json"), help="override log_format")
+    run.add_argument(
+        "--fresh-outbox", action="store_true",
+        help="if the outbox file is not usable (empty, corrupt, another database), set it "
+             "aside and start an empty one (a good outbox is kept)",
+    )
     run.add_argument("--taps", type=int, default=None, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
@@ -55,6 +61,7 @@ def register(subparsers: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from station.app import build_station, run_station
     from station.daemon import setup_logging
+    from station.outbox.opening import OutboxUnusable
     from station.settings import SettingsError, load_settings
 
     try:
@@ -62,9 +69,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"station run: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.fresh_outbox:
+        settings = dataclasses.replace(settings, fresh_outbox=True)
     setup_logging(args.log_format or settings.log_format)
     try:
         station = build_station(settings, max_taps=args.taps)
+    except OutboxUnusable as exc:  # empty, corrupt, not ours, newer: the file and what to do
+        print(f"station run: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except ValueError as exc:  # no keys configured, bad key file
         print(f"station run: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -68,17 +68,17 @@ class _Worker(threading.Thread):
         self.queue: queue.Queue[_Delivery | None] = queue.Queue()
         self._client_factory = client_factory
         self._delivered = delivered
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.queue.put(None)
 
     def run(self) -> None:
         with self._client_factory() as client:
             while True:
                 item = self.queue.get()
-                if item is None or self._stop.is_set():
+                if item is None or self._halt.is_set():
                     return
                 self._deliver(client, item)
 
@@ -99,7 +99,7 @@ class _Worker(threading.Thread):
         for delay in self.delays:
             if status is not None and 200 <= status < 300:
                 return
-            if self._stop.wait(delay):
+            if self._halt.wait(delay):
                 return
             body = {
                 **body,

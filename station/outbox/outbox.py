@@ -20,16 +20,20 @@ written before issue 7), 2 = records with a kind. A v1 file is migrated in place
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from station.uplink.base import BLOCKED, CONFLICT, PENDING, Delivery
+from station.outbox import opening
+from station.outbox.opening import OutboxUnusable
+from station.uplink.base import BLOCKED, CONFLICT, PENDING, REJECTED, Delivery
 from station.uplink.records import TAP, Record, TapRecord, from_stored, stored_fields
 
 SCHEMA_VERSION: Final = 2
@@ -69,7 +73,22 @@ class LocalReplay(Exception):
         super().__init__(f"counter not above the last accepted one ({last_counter})")
 
 
-class OutboxVersionError(Exception):
+class OutboxWriteError(Exception):
+    """The outbox file cannot be written right now (disk full, I/O error). Nothing was
+    changed; what was pending still is. ``disk_full`` tells the two apart."""
+
+    def __init__(self, path: Path, exc: sqlite3.Error) -> None:
+        code = int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        self.disk_full = code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+        self.path = path
+        if self.disk_full:
+            what = "disk full; free space there (records wait and go out once it can be written)"
+        else:
+            what = f"cannot write ({exc}); check the disk and the file's permissions"
+        super().__init__(f"outbox {path}: {what}")
+
+
+class OutboxVersionError(OutboxUnusable):
     """The outbox file was written by a newer station: upgrade this one (nothing was changed)."""
 
 
@@ -90,18 +109,26 @@ class Outbox:
     ``station_name`` names the refusals the outbox writes itself.
     """
 
-    def __init__(self, path: Path | str, *, station_name: str = "station") -> None:
+    def __init__(
+        self, path: Path | str, *, station_name: str = "station", fresh: bool = False
+    ) -> None:
+        """Open (or create) the outbox at ``path``. A file that is not ours (empty, another
+        database, corrupt) raises :class:`~station.outbox.opening.OutboxUnusable`; with
+        ``fresh`` it is set aside and a new outbox begins (:mod:`station.outbox.opening`)."""
         self.path = Path(path)
         self.station_name = station_name
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._new = threading.Event()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        self._db = opening.connect(self.path, fresh=fresh)
+        try:
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise OutboxUnusable(
+                f"outbox {self.path} cannot be used ({exc}); {opening.FRESH_HINT}"
+            ) from None
 
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -140,16 +167,32 @@ class Outbox:
         above the one remembered for the card: the check and the update are one transaction,
         so two readers of one station cannot both accept the same counter.
         """
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 seq = self._insert(record)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         self._new.set()
         return seq
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """SQLite's write errors as :class:`OutboxWriteError` (saying "disk full" when so)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise OutboxWriteError(self.path, exc) from exc
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open: on a full disk or an I/O error SQLite has
+        already rolled it back, and a second ROLLBACK would hide the real error behind "cannot
+        rollback - no transaction is active"."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def _insert(self, record: Record) -> int:
         """Inside a transaction, with the lock held."""
@@ -173,7 +216,7 @@ class Outbox:
 
     def remember_counter(self, uid: str, counter: int) -> None:
         """Raise the replay memory to ``counter`` (e.g. the tracker told us a higher one)."""
-        with self._lock:
+        with self._lock, self._writing():
             self._remember(uid, counter)
 
     def _remember(self, uid: str, counter: int) -> None:
@@ -185,6 +228,42 @@ class Outbox:
 
     def note_attempt(self, seq: int) -> None:
         self._lazy("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
+
+    def note_attempts(self, seqs: Sequence[int]) -> None:
+        """:meth:`note_attempt` for a batch, in one write."""
+        marks = ",".join("?" * len(seqs))
+        self._lazy(f"UPDATE outbox SET attempts = attempts + 1 WHERE seq IN ({marks})",
+                   tuple(seqs))
+
+    def settle_many(self, answers: Sequence[tuple[int, Delivery]]) -> list[int]:
+        """:meth:`settle` for a batch: plain answers in one write, turn-downs of accepted taps
+        one by one (each spools its refusal); the seqs of those refusals."""
+        plain = [(seq, d) for seq, d in answers if d.state not in (CONFLICT, BLOCKED)]
+        if plain:
+            now = time.time()
+            rows = [(d.state, now, json.dumps(asdict(d), separators=(",", ":")), seq)
+                    for seq, d in plain]
+            with self._lock, self._writing():
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        self._db.executemany(
+                            "UPDATE outbox SET state = ?, settled_at = ?, answer = ? "
+                            "WHERE seq = ?", rows)
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._rollback()
+                        raise
+                finally:
+                    self._db.execute("PRAGMA synchronous=FULL")
+        refusals = []
+        for seq, delivery in answers:
+            if delivery.state in (CONFLICT, BLOCKED):
+                refused = self.settle(seq, delivery)
+                if refused is not None:
+                    refusals.append(refused)
+        return refusals
 
     def settle(self, seq: int, delivery: Delivery) -> int | None:
         """Write the tracker's final answer to record ``seq``; it is never sent again.
@@ -202,7 +281,7 @@ class Outbox:
         if delivery.state not in (CONFLICT, BLOCKED):
             self._lazy(settle, params)
             return None
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(settle, params)
@@ -217,7 +296,7 @@ class Outbox:
                     refused_seq = self._insert(refusal)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         if refused_seq is not None:
             self._new.set()
@@ -237,7 +316,7 @@ class Outbox:
 
     def _lazy(self, sql: str, params: tuple[Any, ...]) -> None:
         """One write whose loss in a crash is harmless: committed without waiting for fsync."""
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("PRAGMA synchronous=NORMAL")
             try:
                 self._db.execute(sql, params)
@@ -250,7 +329,7 @@ class Outbox:
         Pending records are never pruned, nor the counter memory.
         """
         cutoff = time.time() - older_than
-        with self._lock:
+        with self._lock, self._writing():
             cur = self._db.execute(
                 "DELETE FROM outbox WHERE state != ? AND settled_at IS NOT NULL AND settled_at < ?",
                 (PENDING, cutoff),
@@ -274,6 +353,22 @@ class Outbox:
                 (PENDING,),
             ).fetchone()
         return None if row is None else _entry(row)
+
+    def pending_run(self, kind: str, limit: int) -> list[OutboxEntry]:
+        """The oldest pending records while they are of ``kind`` (at most ``limit``): what can
+        go out in one batch without changing the order across kinds."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, body, state, attempts FROM outbox WHERE state = ? "
+                "ORDER BY seq LIMIT ?",
+                (PENDING, limit),
+            ).fetchall()
+        run = []
+        for row in rows:
+            if str(row[1] or TAP) != kind:
+                break
+            run.append(_entry(row))
+        return run
 
     def entry(self, seq: int) -> OutboxEntry | None:
         with self._lock:
@@ -304,9 +399,15 @@ class Outbox:
         return Delivery(**json.loads(row[1]))
 
     def counts(self) -> dict[str, int]:
+        """Records per state (``pending``, ``delivered``, ``conflict``, ``blocked``,
+        ``rejected``) — a state with no record is absent — and ``dead``: the rejected ones,
+        which are never sent again (present when there are any)."""
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
-        return {str(state): int(n) for state, n in rows}
+        counts = {str(state): int(n) for state, n in rows}
+        if counts.get(REJECTED):
+            counts["dead"] = counts[REJECTED]
+        return counts
 
     def pending_count(self) -> int:
         return self.counts().get(PENDING, 0)

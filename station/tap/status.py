@@ -10,10 +10,18 @@ calling back upstream.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from threading import Lock
 
-from station.uplink.base import BLOCKED, CONFLICT, CardStatus, Delivery, Uplink, UplinkUnavailable
+from station.uplink.base import (
+    BLOCKED,
+    CONFLICT,
+    BatchUnsupported,
+    CardStatus,
+    Delivery,
+    Uplink,
+    UplinkUnavailable,
+)
 from station.uplink.records import Record, TapRecord
 
 
@@ -65,6 +73,16 @@ class ForgetOnTurnDown:
         if isinstance(record, TapRecord) and delivery.state in (CONFLICT, BLOCKED):
             self._cache.forget(record.card_uid)
         return delivery
+
+    def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
+        send_batch = getattr(self._uplink, "send_batch", None)
+        if send_batch is None:
+            raise BatchUnsupported("this uplink sends one record at a time")
+        deliveries: list[Delivery] = send_batch(records)
+        for record, delivery in zip(records, deliveries, strict=False):
+            if delivery.state in (CONFLICT, BLOCKED):
+                self._cache.forget(record.card_uid)
+        return deliveries
 
     def card_status(self, uid: str) -> CardStatus:
         return self._uplink.card_status(uid)

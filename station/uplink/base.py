@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from station.uplink.records import Record
+from station.uplink.records import Record, TapRecord
 
 PENDING: Final = "pending"
 DELIVERED: Final = "delivered"  # 201 or 200 (already stored by us)
 CONFLICT: Final = "conflict"  # 409: counter not increasing (replay, or another station won a race)
 BLOCKED: Final = "blocked"  # 403: card blocked
-REJECTED: Final = "rejected"  # 422: the tracker will never accept this body
+# Any other 4xx but 401/408/429 (422 invalid, 413 too large, 400, 404…): the tracker will never
+# store this body. The forwarder sets the record aside as *dead* and moves on to the next one.
+REJECTED: Final = "rejected"
+DEAD: Final = REJECTED  # the station's word for a rejected record (status, logs)
 FINAL_STATES: Final = (DELIVERED, CONFLICT, BLOCKED, REJECTED)
+
+#: Answers that are worth retrying although they are 4xx: a bad token (the operator fixes it;
+#: dropping the record would lose a tap), a request timeout, rate limiting.
+TRANSIENT_4XX: Final = frozenset({401, 408, 429})
 
 
 class UplinkUnavailable(Exception):
-    """The tracker cannot be reached right now (network, 5xx, database locked). Retry later."""
+    """The tracker cannot be reached right now (network, 5xx, 401/408/429, database locked).
+    Retry later, in order; ``retry_after`` is the tracker's own ``Retry-After`` in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BatchUnsupported(Exception):
+    """The tracker has no batch route (an older version): send records one by one."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +44,8 @@ class Delivery:
     created: bool = False
     last_counter: int | None = None
     detail: str | None = None
+    # The HTTP status it came with (None: direct database); informative, not part of the answer.
+    status: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -49,3 +68,14 @@ class Uplink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class BatchUplink(Uplink, Protocol):
+    """An uplink that can also store many taps in one exchange (catching up after an outage).
+    The forwarder uses ``send_batch`` when an uplink has it, and ``send`` otherwise."""
+
+    def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
+        """Store taps in order; one answer per record, for a prefix of ``records`` at least one
+        long (the rest is sent again). Raise :class:`UplinkUnavailable` like ``send``, or
+        :class:`BatchUnsupported` when the tracker cannot take batches."""
+        ...

@@ -8,6 +8,8 @@ a station without the tracker installed never loads it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
@@ -21,7 +23,7 @@ from station.uplink.base import (
     Delivery,
     UplinkUnavailable,
 )
-from station.uplink.records import ClaimRecord, Record
+from station.uplink.records import ClaimRecord, Record, TapRecord
 from tracker import db as tracker_db
 from tracker.models import ClaimCreate, TapCreate
 from tracker.services import claims, stations, taps
@@ -41,7 +43,10 @@ class DirectUplink:
     def send(self, record: Record) -> Delivery:
         if isinstance(record, ClaimRecord):
             return self._send_claim(record)
-        tap = TapCreate(**record.to_body())
+        try:
+            tap = TapCreate(**record.to_body())
+        except ValidationError as exc:  # what the API answers 422: the record is dead
+            return Delivery(REJECTED, detail=_reasons(exc), status=422)
         try:
             with self._session_factory() as session:
                 _public, created = taps.record_tap(
@@ -58,11 +63,24 @@ class DirectUplink:
         except tracker_db.DatabaseBusy:
             raise UplinkUnavailable("the tracker database is busy (write lock held)") from None
 
+    def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
+        """Taps one by one through the same services (no request to save here); stops at the
+        first one the database cannot take, so the ones before it are settled."""
+        done: list[Delivery] = []
+        for record in records:
+            try:
+                done.append(self.send(record))
+            except UplinkUnavailable:
+                if not done:
+                    raise
+                break
+        return done
+
     def _send_claim(self, record: ClaimRecord) -> Delivery:
         try:
             claim = ClaimCreate(**record.to_body())
         except ValidationError as exc:
-            return Delivery(REJECTED, detail=str(exc)[:300])
+            return Delivery(REJECTED, detail=_reasons(exc), status=422)
         try:
             with self._session_factory() as session:
                 station_id = stations.get_or_create_station_id(session, name=self.station_name)
@@ -70,7 +88,7 @@ class DirectUplink:
                                                        claim=claim)
                 return Delivery(DELIVERED, created=bool(created))
         except claims.ClaimRejected as exc:
-            return Delivery(REJECTED, detail=f"{exc.field}: {exc}"[:300])
+            return Delivery(REJECTED, detail=f"{exc.field}: {exc}"[:300], status=422)
         except OperationalError as exc:
             raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
         except tracker_db.DatabaseBusy:
@@ -89,3 +107,9 @@ class DirectUplink:
             return CardStatus("unknown", None)
         status = getattr(row[0], "value", row[0])
         return CardStatus(str(status), None if row[1] is None else int(row[1]))
+
+
+def _reasons(exc: ValidationError) -> str:
+    """Field paths and messages, without the refused input itself."""
+    parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
+    return "; ".join(parts)[:300]

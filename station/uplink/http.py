@@ -2,15 +2,16 @@
 
 The ``httpx.Client`` is handed in (base URL, timeouts, transport), so tests can pass one bound
 to a local server or an ``httpx.MockTransport``. Answers are mapped at this seam: a final one
-(stored, already stored, counter conflict, card blocked, rejected body) becomes a
-:class:`~station.uplink.base.Delivery`; anything worth retrying raises
-:class:`~station.uplink.base.UplinkUnavailable` — 401 too, because dropping the record would
-lose a tap.
+(stored, already stored, counter conflict, card blocked, and any other 4xx but 401/408/429:
+a body the tracker will never store) becomes a :class:`~station.uplink.base.Delivery`;
+anything worth retrying raises :class:`~station.uplink.base.UplinkUnavailable` with the
+tracker's ``Retry-After`` — 401 too, because dropping the record would lose a tap.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -20,13 +21,16 @@ from station.uplink.base import (
     CONFLICT,
     DELIVERED,
     REJECTED,
+    TRANSIENT_4XX,
+    BatchUnsupported,
     CardStatus,
     Delivery,
     UplinkUnavailable,
 )
-from station.uplink.records import ClaimRecord, Record
+from station.uplink.records import ClaimRecord, Record, TapRecord
 
 _PATHS = {"tap": "/api/v1/taps", "claim": "/api/v1/claims"}
+_BATCH_PATH = "/api/v1/taps/batch"
 _BAD_TOKEN = (
     "the tracker refused the station token (401); set STATION_TRACKER_TOKEN to a "
     "token from `tracker stations add NAME`"
@@ -55,6 +59,19 @@ class HttpUplink:
             return _claim_answer(resp)
         return _tap_answer(resp)
 
+    def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
+        """``POST /api/v1/taps/batch``: one answer per tap, for the prefix the tracker did."""
+        resp = self._request("POST", _BATCH_PATH, json={"taps": [r.to_body() for r in records]})
+        if resp.status_code in (404, 405):
+            raise BatchUnsupported(f"the tracker has no batch route (HTTP {resp.status_code})")
+        if resp.status_code != 200:
+            delivery = _other_answer(resp, "batch")  # raises for anything transient
+            raise BatchUnsupported(f"the tracker refused the batch as a whole: {delivery.detail}")
+        results = _json(resp).get("results")
+        if not isinstance(results, list) or not results or len(results) > len(records):
+            raise UplinkUnavailable("the tracker's batch answer was not understood")
+        return [_batch_item(item) for item in results]
+
     def card_status(self, uid: str) -> CardStatus:
         resp = self._request("GET", f"/api/v1/cards/{uid}/status")
         if resp.status_code == 404:
@@ -69,30 +86,83 @@ class HttpUplink:
 def _tap_answer(resp: httpx.Response) -> Delivery:
     code = resp.status_code
     if code in (200, 201):
-        return Delivery(DELIVERED, created=bool(_json(resp).get("created", code == 201)))
+        return Delivery(DELIVERED, created=bool(_json(resp).get("created", code == 201)),
+                        status=code)
     detail = _json(resp).get("detail")
     reason = detail.get("reason") if isinstance(detail, dict) else None
     if code == 409:
         last = detail.get("last_counter") if isinstance(detail, dict) else None
-        return Delivery(CONFLICT, last_counter=last, detail=reason or "counter_not_increasing")
+        return Delivery(CONFLICT, last_counter=last, detail=reason or "counter_not_increasing",
+                        status=code)
     if code == 403:
-        return Delivery(BLOCKED, detail=reason or "card_blocked")
-    if code == 401:
-        raise UplinkUnavailable(_BAD_TOKEN)
-    if code == 422:
-        return Delivery(REJECTED, detail=_short(json.dumps(detail)))
-    raise UplinkUnavailable(f"tracker answered HTTP {code}")
+        return Delivery(BLOCKED, detail=reason or "card_blocked", status=code)
+    return _other_answer(resp, "tap")
+
+
+def _batch_item(item: Any) -> Delivery:
+    """One result of a batch, read like the single route's answer with that status."""
+    if not isinstance(item, dict) or not isinstance(item.get("status"), int):
+        raise UplinkUnavailable("the tracker's batch answer was not understood")
+    code = int(item["status"])
+    body = json.dumps({k: v for k, v in item.items() if k != "status"}).encode()
+    return _tap_answer(httpx.Response(code, content=body,
+                                      headers={"content-type": "application/json"}))
 
 
 def _claim_answer(resp: httpx.Response) -> Delivery:
     code = resp.status_code
     if code in (200, 201):
-        return Delivery(DELIVERED, created=bool(_json(resp).get("created", code == 201)))
+        return Delivery(DELIVERED, created=bool(_json(resp).get("created", code == 201)),
+                        status=code)
+    return _other_answer(resp, "claim")
+
+
+def _other_answer(resp: httpx.Response, kind: str) -> Delivery:
+    """The rule for every answer a kind gives no meaning of its own: any 4xx but 401/408/429
+    is final (the record is dead: the tracker will never store this body); 401/408/429, 5xx
+    and anything else are retried, honouring ``Retry-After``."""
+    code = resp.status_code
     if code == 401:
         raise UplinkUnavailable(_BAD_TOKEN)
-    if code == 422:
-        return Delivery(REJECTED, detail=_short(json.dumps(_json(resp).get("detail"))))
-    raise UplinkUnavailable(f"tracker answered HTTP {code} for a claim")
+    if 400 <= code < 500 and code not in TRANSIENT_4XX:
+        return Delivery(REJECTED, detail=tracker_reason(resp), status=code)
+    raise UplinkUnavailable(
+        f"tracker answered HTTP {code} for a {kind}", retry_after=retry_after(resp)
+    )
+
+
+def tracker_reason(resp: httpx.Response) -> str:
+    """The tracker's reason for a refusal, short, without echoing the refused input back
+    (FastAPI's ``input`` field): ``reason: message`` or ``field.path: message; …``."""
+    detail = _json(resp).get("detail")
+    if isinstance(detail, dict):
+        parts = [str(detail[k]) for k in ("reason", "message") if detail.get(k)]
+        return _short(": ".join(parts) or json.dumps(detail))
+    if isinstance(detail, list):
+        items = []
+        for err in detail[:5]:
+            if isinstance(err, dict):  # the tracker's {field, reason} or FastAPI's {loc, msg}
+                loc = err.get("field") or ".".join(
+                    str(x) for x in err.get("loc", ()) if x != "body"
+                )
+                msg = str(err.get("reason") or err.get("msg") or "invalid")
+                items.append(f"{loc}: {msg}" if loc else msg)
+        return _short("; ".join(items) or "invalid body")
+    if isinstance(detail, str):
+        return _short(detail)
+    return f"HTTP {resp.status_code}"
+
+
+def retry_after(resp: httpx.Response, ceiling: float = 300.0) -> float | None:
+    """``Retry-After`` in seconds (the delta-seconds form; a date is ignored), capped."""
+    raw = resp.headers.get("retry-after", "").strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None
+    if seconds != seconds or seconds < 0:  # NaN, negative
+        return None
+    return min(seconds, ceiling)
 
 
 def _json(resp: httpx.Response) -> dict[str, Any]:

@@ -41,11 +41,17 @@ def test_demo_records_taps_and_paid_charges(tmp_path: Path) -> None:
         stations = db.execute("SELECT name FROM station").fetchall()
         payouts = db.execute("SELECT state, amount_msat FROM payout").fetchall()
         claims = db.execute("SELECT state FROM claim").fetchall()
+        # The tracker follows the demo issuer (BTCPay's payouts API): every payout is the
+        # issuer's own record, reached through its signed webhooks.
+        linked = db.execute("SELECT COUNT(*) FROM payout WHERE issuer_payout_id IS NOT NULL "
+                            "AND tap_pk IS NOT NULL").fetchone()[0]
+        deliveries = db.execute("SELECT COUNT(*) FROM webhook_delivery").fetchone()[0]
     assert len(taps) == 8 and ("accepted",) in taps
     assert stations == [("demo-station",)]
     # Most genuine taps had a charge armed: each was paid and is a Completed payout.
     assert payouts and all(state == "Completed" and amount > 0 for state, amount in payouts)
     assert set(claims) == {("paid",)} and len(claims) == len(payouts)
+    assert linked == len(payouts) and deliveries >= len(payouts)
     # Three emulated cards keep their state (and counters) for the next run.
     assert len(list((state / "cards").glob("*.json"))) == 3
     assert stat.S_IMODE((state / "login").stat().st_mode) == 0o600

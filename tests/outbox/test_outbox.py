@@ -209,7 +209,7 @@ CRASH_SCRIPT = textwrap.dedent(
             return delivery
 
     box = Outbox(sys.argv[1])
-    fwd = Forwarder(box, DieAfterSend(httpx.Client(base_url=sys.argv[2]), "tok-A"))
+    fwd = Forwarder(box, DieAfterSend(httpx.Client(base_url=sys.argv[2]), "tok-A"), batch_size=1)
     fwd.start()
     fwd.flush(20)
     """

@@ -100,7 +100,11 @@ def test_dashboard_summary_matches_what_the_stations_reported(
     assert _stat(text, "pending_payouts") == 1
     assert _stat(text, "completed_payouts") == 2
     assert _stat(text, "failed_payouts") == 2
-    assert _stat(text, "total_amount_sats") == sum(p[2] for p in posted)
+    # Paid, pending and failed amounts are separate figures, never added into one total.
+    assert 'data-stat="total_amount_sats"' not in text
+    assert _stat(text, "completed_amount_sats") == 3500
+    assert _stat(text, "pending_amount_sats") == 700
+    assert _stat(text, "failed_amount_sats") == 350
     assert _stat(text, "active_cards") == 3
     assert _stat(text, "taps_today") == 6
     # Three server-side charts, one of them with a bar per card that was paid out.
@@ -312,7 +316,8 @@ def test_payout_detail_shows_tap_claim_proof_and_history(
     assert "PAYOUT-XYZ" in page
     assert "lnbc21u1pexample" in page
     assert "ab" * 32 in page
-    assert "cd" * 32 in page  # proof
+    assert "proof present" in page
+    assert "cd" * 32 not in page  # a preimage is a secret: never shown
     assert re.search(r"<dt>Counter</dt><dd>7</dd>", page)
     history = page.split("State history", 1)[1]
     assert history.index("AwaitingPayment") < history.index("Completed")

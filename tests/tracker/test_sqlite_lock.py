@@ -18,7 +18,14 @@ from typing import Any
 
 import httpx
 from tracker_server import running_server
-from tracker_testlib import Operator, count_rows, make_station, make_tap, make_user
+from tracker_testlib import (
+    Operator,
+    count_rows,
+    login_form_token,
+    make_station,
+    make_tap,
+    make_user,
+)
 
 from tracker import migrations
 from tracker.db import make_engine
@@ -29,8 +36,7 @@ from tracker.settings import load_settings
 def _login(http: httpx.Client, user: Operator) -> None:
     from tracker.web import auth
 
-    form_token = secrets.token_urlsafe(16)
-    http.cookies.set(auth.LOGIN_CSRF_COOKIE, form_token)
+    form_token = login_form_token(http)
     answer = http.post(
         "/login",
         data={"username": user.username, "password": user.password, auth.CSRF_FIELD: form_token},

@@ -95,7 +95,9 @@ def test_payout_linked_by_tap_key_with_state_history(
     ]
     assert detail["history"][1]["source"] == "station"
     assert detail["tap"]["counter"] == 1
-    assert detail["proof"]["PaymentHash"] == PHASH
+    assert detail["proof_payment_hash"] == PHASH
+    assert detail["proof_present"] is True
+    assert "00" * 32 not in str(detail)  # the preimage never leaves the tracker
 
     # Same state again: no new history row.
     client.patch(f"/api/v1/payouts/{pid}", json={"state": "Completed"}, headers=station.headers)

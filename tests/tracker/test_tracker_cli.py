@@ -36,9 +36,9 @@ def test_db_upgrade_current_and_downgrade(db_url: str, capsys: pytest.CaptureFix
     code, out, _ = _run(capsys, db_url, "db", "current")
     assert "up to date" in out
     code, out, _ = _run(capsys, db_url, "--json", "db", "downgrade")
-    back = json.loads(out)["current"]  # one step back from head
     script = ScriptDirectory.from_config(migrations.alembic_config())
-    assert back == script.get_revision(head).down_revision
+    below_head = script.get_revision(head).down_revision
+    assert json.loads(out)["current"] == below_head  # one step back from head
 
 
 def test_commands_refuse_an_unmigrated_database(

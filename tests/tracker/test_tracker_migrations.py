@@ -24,6 +24,11 @@ TABLES = {
     "claim",
     "claim_state_change",
     "user_account",
+    "issuer",
+    "webhook_delivery",
+    "api_token",
+    "operator_session",
+    "login_attempt",
 }
 
 

@@ -103,12 +103,21 @@ def make_user(engine: Engine, username: str, role: Role) -> Operator:
     return Operator(username=username, password=password, role=role)
 
 
+def login_form_token(client: Any) -> str:
+    """GET /login (sets the signed form cookie) and return the form's CSRF token."""
+    import re
+
+    page = client.get("/login")
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match, page.text
+    return match.group(1)
+
+
 def login(client: TestClient, user: Operator) -> str:
     """Sign ``user`` in through /login (the sign-in form); returns the session's CSRF token."""
     from tracker.web import auth
 
-    form_token = secrets.token_urlsafe(16)
-    client.cookies.set(auth.LOGIN_CSRF_COOKIE, form_token)
+    form_token = login_form_token(client)
     answer = client.post(
         "/login",
         data={"username": user.username, "password": user.password, auth.CSRF_FIELD: form_token},

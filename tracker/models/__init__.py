@@ -135,84 +135,6 @@ def normalise_uid(value: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Card
-
-
-class CardBase(SQLModel):
-    alias: str | None = Field(default=None, max_length=100)
-    notes: str | None = Field(default=None, max_length=2000)
-    #: Who carries the card (a person, a team): free text an operator keeps.
-    holder: str | None = Field(default=None, max_length=100)
-
-
-class CardUpdate(CheckedInput):
-    """Admin edits. Status may only be set to active or blocked (wiping happens at a station)."""
-
-    alias: str | None = Field(default=None, max_length=100)
-    notes: str | None = Field(default=None, max_length=2000)
-    holder: str | None = Field(default=None, max_length=100)
-    status: CardStatus | None = None
-    #: Why the card is blocked (required with ``status: blocked`` from the pages).
-    blocked_reason: str | None = Field(default=None, max_length=500)
-
-    @field_validator("status")
-    @classmethod
-    def _only_block_or_unblock(cls, value: CardStatus | None) -> CardStatus | None:
-        if value is not None and value not in (CardStatus.active, CardStatus.blocked):
-            raise ValueError("status can only be set to 'active' or 'blocked'")
-        return value
-
-
-class Card(CardBase, table=True):
-    __tablename__ = "card"
-
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
-    uid: str = Field(max_length=20, unique=True)
-    card_id: str | None = Field(default=None, max_length=64, index=True)
-    status: str = Field(default=CardStatus.active, max_length=16, index=True)
-    last_counter: int | None = Field(default=None)
-    first_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    last_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
-    blocked_reason: str | None = Field(default=None, max_length=500)
-    blocked_by: str | None = Field(default=None, max_length=100)
-    blocked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-
-
-class CardPublic(CardBase):
-    uid: str
-    card_id: str | None
-    status: CardStatus
-    last_counter: int | None
-    first_seen: datetime
-    last_seen: datetime
-    blocked_reason: str | None = None
-    blocked_by: str | None = None
-    blocked_at: datetime | None = None
-
-
-class CardDetail(CardPublic):
-    """Per-card page: the card plus totals computed from its taps and payouts."""
-
-    tap_count: int = 0
-    refused_count: int = 0
-    #: Taps filed under this UID that do not prove it (bad MAC, foreign card): not in the
-    #: counts above, nor in the counters.
-    unverified_count: int = 0
-    payout_count: int = 0
-    completed_amount_msat: int = 0
-    stations: list[str] = Field(default_factory=list)
-    #: Counters that were skipped between consecutive accepted taps (gaps are worth a look:
-    #: the card was used somewhere we did not see).
-    counter_gaps: list[tuple[int, int]] = Field(default_factory=list)
-
-
-class CardStatusPublic(SQLModel):
-    uid: str
-    status: str  # active | blocked | wiped | unknown
-    last_counter: int | None
-
-
-# --------------------------------------------------------------------------------------------
 # Station
 
 
@@ -364,15 +286,13 @@ class TapPublic(TapBase):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def reason_text(self) -> str | None:
-        """``reason`` in words ("Replayed: counter 25 was already used"); the code stays in
-        ``reason`` for tooltips, filters and exports."""
+        """``reason`` in words; the code stays in ``reason`` (tooltips, filters, exports)."""
         return words.reason_text(self.reason, counter=self.counter)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def trust_note(self) -> str | None:
-        """Set when the UID is not proven (bad MAC, or a foreign card charged without keys):
-        such a tap is kept out of the card's counters and totals."""
+        """Set when the UID is unproven (bad MAC, foreign card): not counted for the card."""
         return words.trust_note(reason=self.reason, verified=self.verified)
 
 
@@ -433,6 +353,7 @@ class Payout(SQLModel, table=True):
         sa.Index("ix_payout_state_created", "state", "created", "id", "amount_msat"),
         sa.Index("ix_payout_card_created", "card_pk", "created", "id"),
         sa.Index("ix_payout_station_created", "station_pk", "created", "id"),
+        sa.Index("uq_payout_issuer_payout", "issuer_pk", "issuer_payout_id", unique=True),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -452,13 +373,45 @@ class Payout(SQLModel, table=True):
     proof: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The issuer's own record (Greenfield payout), when the tracker has seen it.
+    issuer_pk: int | None = Field(default=None, foreign_key="issuer.id", sa_type=BigId)
+    revision: int | None = Field(default=None)
+    original_amount: str | None = Field(default=None, max_length=40)
+    original_currency: str | None = Field(default=None, max_length=16)
+    payout_amount: str | None = Field(default=None, max_length=40)
+    payout_currency: str | None = Field(default=None, max_length=16)
+    issuer_created: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: SHA-256 of the lower-cased BOLT11, indexed: matches an issuer payout's ``destination``
+    #: to the claim that submitted it without decoding the invoice (see payout_sync).
+    bolt11_digest: str | None = Field(default=None, max_length=64, index=True)
 
 
-class PayoutPublic(PayoutBase):
+class PayoutPublic(SQLModel):
     """A payout as the API answers it, the live event stream sends it and the page script
-    draws it: one shape everywhere."""
+    draws it: one shape everywhere.
+
+    The proof is reduced to its payment hash and ``proof_present``: a preimage is a secret
+    (whoever holds it can claim the payment was theirs) and never leaves the database.
+    """
 
     id: int
+    amount_msat: int
+    bolt11: str | None = None
+    payment_hash: str | None = None
+    issuer_host: str | None = None
+    issuer_reason: str | None = None
+    issuer: str | None = None
+    issuer_payout_id: str | None = None
+    pull_payment_id: str | None = None
+    revision: int | None = None
+    original_amount: str | None = None
+    original_currency: str | None = None
+    payout_amount: str | None = None
+    payout_currency: str | None = None
+    proof_payment_hash: str | None = None
+    proof_present: bool = False
+    #: False for a payout found on the issuer's store that no station claimed.
+    from_station: bool = True
     state: PayoutState
     tap_id: int | None
     tap_idempotency_key: str | None = None
@@ -533,11 +486,49 @@ class User(SQLModel, table=True):
     created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     #: IANA zone the operator reads times in; None: the server's (TRACKER_TIMEZONE).
     timezone: str | None = Field(default=None, max_length=64)
+    #: A disabled user cannot sign in and has no sessions (``tracker users disable``).
+    disabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+
+
+class OperatorSession(SQLModel, table=True):
+    """One signed-in browser. The cookie carries a random id; only its SHA-256 is stored, and
+    deleting the row ends the session in every tracker process at the next request."""
+
+    __tablename__ = "operator_session"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    sid_hash: str = Field(max_length=64, unique=True)
+    user_pk: int = Field(
+        sa_column=sa.Column(
+            BigId, sa.ForeignKey("user_account.id", ondelete="CASCADE"), nullable=False,
+            index=True,
+        )
+    )
+    created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires: datetime = Field(sa_type=UTCDateTime)
+
+
+class LoginAttempt(SQLModel, table=True):
+    """One sign-in attempt, written before the password is checked (see
+    :mod:`tracker.services.logins`). Rows older than the window are deleted as they age."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (
+        sa.Index("ix_login_attempt_username_at", "username", "at"),
+        sa.Index("ix_login_attempt_address_at", "address", "at"),
+        sa.Index("ix_login_attempt_at", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    username: str = Field(max_length=200)
+    address: str = Field(max_length=64)
+    at: datetime = Field(sa_type=UTCDateTime)
 
 
 class UserPublic(UserBase):
     id: int
     created: datetime
+    disabled: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,6 +544,10 @@ class Stats(SQLModel):
     failed_payouts: int
     total_amount_sats: int
     completed_amount_sats: int
+    #: Separate figures: what was paid, what is still on its way, what will not be paid.
+    pending_amount_sats: int = 0
+    failed_amount_sats: int = 0
+    payouts_by_state: dict[str, int] = Field(default_factory=dict)
     active_cards: int
     taps_today: int
     taps_in_period: int
@@ -568,6 +563,15 @@ class Page(SQLModel, Generic[T]):
     next_cursor: str | None = None
 
 
+from tracker.models.card import (  # noqa: E402, F401  (re-exported)
+    Card,
+    CardBase,
+    CardDetail,
+    CardPublic,
+    CardStatusPublic,
+    CardUpdate,
+)
+
 # The claim family lives in its own module; imported here so ``tracker.models`` is the one
 # place every table is registered (Alembic's env imports it).
 from tracker.models.claim import (  # noqa: E402, F401  (re-exported)
@@ -580,6 +584,14 @@ from tracker.models.claim import (  # noqa: E402, F401  (re-exported)
     ClaimState,
     ClaimStateChange,
     ClaimStateChangePublic,
+)
+from tracker.models.issuer import (  # noqa: E402, F401  (re-exported)
+    ApiToken,
+    Issuer,
+    IssuerKind,
+    IssuerPublic,
+    PayoutSource,
+    WebhookDelivery,
 )
 
 PayoutDetail.model_rebuild()

@@ -25,12 +25,14 @@ from tracker.models import (
     ClaimStateChange,
     ClaimStateChangePublic,
     Payout,
+    PayoutState,
     PayoutStateChange,
     Station,
     Tap,
     TapOutcome,
     utcnow,
 )
+from tracker.services import payout_sync  # module import: payout_sync -> events -> here
 
 SOURCE = "station"
 
@@ -100,20 +102,39 @@ def _create(session: Session, *, station_id: int, claim: ClaimCreate) -> None:
         )
     now = utcnow()
     payout_state = CLAIM_TO_PAYOUT[claim.state].value
-    payout = Payout(
-        tap_pk=tap.id,
-        card_pk=tap.card_pk,
-        station_pk=station_id,
-        idempotency_key=f"claim:{claim.claim_id}",
-        amount_msat=claim.amount_msat,
-        bolt11=claim.bolt11,
-        payment_hash=claim.payment_hash,
-        issuer_host=claim.issuer_host,
-        issuer_reason=claim.reason,
-        state=payout_state,
-        created=now,
-        updated=now,
+    adopted = payout_sync.adopt_for_claim(
+        session, bolt11_text=claim.bolt11, payment_hash=claim.payment_hash
     )
+    if adopted is not None:
+        # The issuer's payout came first (webhook or poll): this claim takes it over; the
+        # issuer's state stands, the tap, card and station come from the claim.
+        payout = adopted
+        payout.tap_pk = tap.id
+        payout.card_pk = tap.card_pk
+        payout.station_pk = station_id
+        payout.idempotency_key = f"claim:{claim.claim_id}"
+        payout.amount_msat = claim.amount_msat
+        payout.issuer_host = claim.issuer_host
+        payout.issuer_reason = claim.reason
+        payout.payment_hash = payout.payment_hash or claim.payment_hash
+        payout.updated = now
+        payout_state = payout.state
+    else:
+        payout = Payout(
+            tap_pk=tap.id,
+            card_pk=tap.card_pk,
+            station_pk=station_id,
+            idempotency_key=f"claim:{claim.claim_id}",
+            amount_msat=claim.amount_msat,
+            bolt11=claim.bolt11,
+            bolt11_digest=payout_sync.bolt11_digest(claim.bolt11),
+            payment_hash=claim.payment_hash,
+            issuer_host=claim.issuer_host,
+            issuer_reason=claim.reason,
+            state=payout_state,
+            created=now,
+            updated=now,
+        )
     session.add(payout)
     session.flush()
     assert payout.id is not None
@@ -137,16 +158,17 @@ def _create(session: Session, *, station_id: int, claim: ClaimCreate) -> None:
     session.add(row)
     session.flush()
     assert row.id is not None
-    session.add(
-        PayoutStateChange(
-            payout_pk=payout.id,
-            from_state=None,
-            to_state=payout_state,
-            reason=claim.reason,
-            source=SOURCE,
-            changed_at=now,
+    if adopted is None:
+        session.add(
+            PayoutStateChange(
+                payout_pk=payout.id,
+                from_state=None,
+                to_state=payout_state,
+                reason=claim.reason,
+                source=SOURCE,
+                changed_at=now,
+            )
         )
-    )
     session.add(
         ClaimStateChange(
             claim_pk=row.id,
@@ -157,6 +179,9 @@ def _create(session: Session, *, station_id: int, claim: ClaimCreate) -> None:
             changed_at=now,
         )
     )
+    completed = payout.state == PayoutState.Completed.value
+    if adopted is not None and completed and claim.state not in FINAL_CLAIM_STATES:
+        payout_sync.mark_claim_paid(session, payout.id, now)
     notify(session, "payout", {"id": payout.id, "state": payout_state})
 
 
@@ -187,8 +212,12 @@ def _advance(session: Session, stored: Claim, claim: ClaimCreate) -> None:
     payout = session.get(Payout, stored.payout_pk)
     assert payout is not None
     new_state = CLAIM_TO_PAYOUT[claim.state].value
+    if payout.issuer_pk is not None:
+        # The issuer's own record decides the payout's state from now on.
+        new_state = payout.state
     payout.issuer_reason = claim.reason or payout.issuer_reason
     payout.bolt11 = payout.bolt11 or claim.bolt11
+    payout.bolt11_digest = payout.bolt11_digest or payout_sync.bolt11_digest(payout.bolt11)
     payout.payment_hash = payout.payment_hash or claim.payment_hash
     payout.updated = now
     if payout.state != new_state:

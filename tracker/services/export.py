@@ -64,7 +64,12 @@ PAYOUT_FIELDS = (
     "issuer_reason",
     "lnurl_k1",
 )
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: Starts of a cell a spreadsheet may read as a formula: the ASCII prefixes, whitespace and
+#: line breaks it skips before one, and the full-width forms (＝ ＋ － ＠) some apps fold.
+_FORMULA_START = (
+    "=", "+", "-", "@", "\t", "\r", "\n", " ",
+    "\uff1d", "\uff0b", "\uff0d", "\uff20",
+)
 
 
 def _cell(value: Any) -> Any:

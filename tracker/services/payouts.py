@@ -19,6 +19,7 @@ from tracker.db import write_lock
 from tracker.events.notify import notify
 from tracker.models import (
     Card,
+    Issuer,
     Payout,
     PayoutCreate,
     PayoutDetail,
@@ -77,6 +78,12 @@ def _payout_columns() -> tuple[Any, ...]:
         col(Card.alias).label("card_alias"),
         col(Station.name).label("station"),
         col(Tap.idempotency_key).label("tap_idempotency_key"),
+        col(Payout.revision),
+        col(Payout.original_amount),
+        col(Payout.original_currency),
+        col(Payout.payout_amount),
+        col(Payout.payout_currency),
+        col(Issuer.name).label("issuer_name"),
     )
 
 
@@ -87,6 +94,26 @@ def _payout_select() -> sa.Select[Any]:
         .outerjoin(Card, col(Card.id) == col(Payout.card_pk))
         .outerjoin(Station, col(Station.id) == col(Payout.station_pk))
         .outerjoin(Tap, col(Tap.id) == col(Payout.tap_pk))
+        .outerjoin(Issuer, col(Issuer.id) == col(Payout.issuer_pk))
+    )
+
+
+def _proof_hash(proof: Any) -> str | None:
+    """The proof's payment hash (keys matched case-insensitively); the preimage is never
+    read out of the proof for display, only its presence."""
+    if isinstance(proof, dict):
+        for key, value in proof.items():
+            if isinstance(key, str) and key.lower() == "paymenthash" and isinstance(value, str):
+                return value[:64]
+    return None
+
+
+def _proof_present(proof: Any) -> bool:
+    if not isinstance(proof, dict):
+        return False
+    return any(
+        isinstance(key, str) and key.lower() == "preimage" and bool(value)
+        for key, value in proof.items()
     )
 
 
@@ -99,11 +126,18 @@ def row_to_public(row: Any) -> PayoutPublic:
         bolt11=row.bolt11,
         payment_hash=row.payment_hash,
         issuer_host=row.issuer_host,
-        lnurl_k1=row.lnurl_k1,
         issuer_reason=row.issuer_reason,
+        issuer=row.issuer_name,
         issuer_payout_id=row.issuer_payout_id,
         pull_payment_id=row.pull_payment_id,
-        proof=row.proof,
+        revision=row.revision,
+        original_amount=row.original_amount,
+        original_currency=row.original_currency,
+        payout_amount=row.payout_amount,
+        payout_currency=row.payout_currency,
+        proof_payment_hash=_proof_hash(row.proof),
+        proof_present=_proof_present(row.proof),
+        from_station=row.tap_pk is not None,
         state=PayoutState(row.state),
         card_uid=row.card_uid,
         card_alias=row.card_alias,

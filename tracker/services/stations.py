@@ -69,7 +69,7 @@ def rotate_token(session: Session, *, name: str) -> str:
     :data:`TOKEN_CACHE_SECONDS` in every other tracker process (see :func:`authenticate`)."""
     station = session.exec(select(Station).where(col(Station.name) == name)).first()
     if station is None:
-        raise StationNotFound(f"no station named {name!r}")
+        raise StationNotFound(f"no station named {name!r}; `tracker stations list` shows them")
     old_hash = station.token_hash
     token = generate_station_token()
     station.token_hash = hash_token(token)
@@ -78,6 +78,20 @@ def rotate_token(session: Session, *, name: str) -> str:
     if old_hash is not None:
         token_cache(database_of(session)).forget(old_hash)
     return token
+
+
+def revoke_token(session: Session, *, name: str) -> None:
+    """Take a station's token away (it keeps its history). Like :func:`rotate_token`, the old
+    token stops working at once here and within :data:`TOKEN_CACHE_SECONDS` elsewhere."""
+    station = session.exec(select(Station).where(col(Station.name) == name)).first()
+    if station is None:
+        raise StationNotFound(f"no station named {name!r}; `tracker stations list` shows them")
+    old_hash = station.token_hash
+    station.token_hash = None
+    session.add(station)
+    session.commit()
+    if old_hash is not None:
+        token_cache(database_of(session)).forget(old_hash)
 
 
 _BY_TOKEN_HASH = sa.select(

@@ -27,12 +27,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tracker import events
 from tracker.db import Database, DatabaseBusy, check_schema_current, is_busy, make_engine
+from tracker.issuers.secrets import SecretBox
 from tracker.services.taps import TapRecorder
 from tracker.settings import TrackerSettings
-from tracker.web import apidocs
+from tracker.web import apidocs, background
 from tracker.web.deps import check_request_text
 from tracker.web.limits import RequestGate
-from tracker.web.routes import api, pages
+from tracker.web.routes import api, pages, webhooks
 from tracker.web.routes.pages.errors import error_page, wants_html
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,13 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
         database.close_async_pools()  # this loop's async ingest connections
 
     app.router.add_event_handler("shutdown", close_async_pools)
+    app.state.secret_box = SecretBox.from_settings(settings)
+    background.install(app)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     apidocs.install(app, openapi_url="/api/openapi.json")
     app.include_router(api.router)
+    app.include_router(webhooks.router)
     app.include_router(pages.router)
     pages.install_error_pages(app)
     _install_error_handlers(app)

@@ -1,14 +1,20 @@
-"""Operator login: signed session cookies, roles, CSRF tokens and login rate limiting.
+"""Operator login: signed session cookies backed by a session table, roles, CSRF tokens and
+login rate limiting kept in the database.
 
-Why signed cookies and no session table: several tracker processes behind a load balancer must
-all accept the same session without sharing memory; an HMAC-SHA256 over the cookie body with
-``settings.secret_key`` gives that. The cookie carries a fingerprint of the user's password hash,
-and every request re-reads the user, so a password change, a role change or a deleted user
-ends the old sessions at once.
+Sessions: the cookie is signed (HMAC-SHA256 with ``settings.secret_key``) and names a session
+row (see :mod:`tracker.services.sessions`); every request re-reads the row and the user, so
+logout, a password or role change, disabling or removing the user end the session at once in
+every tracker process sharing the database, and a copied cookie stops working after logout.
 
 CSRF: a signed-in session carries a random token that every form posts back (session-bound
-token); the login form, which has no session yet, uses a double-submit cookie. Both are checked
-on every POST by :func:`check_csrf`.
+token). The login form has no session yet: its cookie is a *signed* random nonce and the form
+token is an HMAC of that nonce, so a cookie tossed in by someone else (a sibling subdomain, a
+man in the middle on plain http) is refused unless this server made it.
+
+Rate limiting: :class:`tracker.services.logins.LoginAttempts` counts each attempt in the
+database before the password is checked. The client address is the TCP peer unless
+``tracker serve --forwarded-allow-ips`` names trusted proxies (then uvicorn rewrites it from
+``X-Forwarded-For``); by default no forwarded header is believed.
 """
 
 from __future__ import annotations
@@ -20,10 +26,7 @@ import hmac
 import json
 import logging
 import secrets
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -61,6 +64,9 @@ class CurrentUser:
     role: str
     csrf: str
     timezone: str | None = None
+    #: Signed in with an API token (``Authorization: Bearer bcop_…``): no cookie, so no
+    #: cross-site request can carry it and the CSRF check does not apply.
+    via_token: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -78,18 +84,27 @@ def _unb64(data: str) -> bytes:
     return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
 
 
-def sign(secret: bytes, payload: dict[str, Any]) -> str:
-    """``body.mac`` with body = base64url(JSON) and mac = HMAC-SHA256(secret, purpose || body)."""
+SESSION_PURPOSE = "tracker-session"
+LOGIN_CSRF_PURPOSE = "tracker-login-csrf"
+
+
+def sign(secret: bytes, payload: dict[str, Any], *, purpose: str = SESSION_PURPOSE) -> str:
+    """``body.mac`` with body = base64url(JSON) and mac = HMAC-SHA256(secret, purpose:body).
+    The purpose keeps a token made for one use (the login form) from passing as another."""
     body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-    mac = hmac.new(secret, b"tracker-session:" + body.encode(), hashlib.sha256).digest()
+    mac = hmac.new(secret, purpose.encode() + b":" + body.encode(), hashlib.sha256).digest()
     return f"{body}.{_b64(mac)}"
 
 
-def unsign(secret: bytes, token: str, *, now: float | None = None) -> dict[str, Any] | None:
+def unsign(
+    secret: bytes, token: str, *, now: float | None = None, purpose: str = SESSION_PURPOSE
+) -> dict[str, Any] | None:
     """The payload of a valid, unexpired token, else ``None``; never says which check failed."""
     try:
         body, mac = token.split(".", 1)
-        expected = hmac.new(secret, b"tracker-session:" + body.encode(), hashlib.sha256).digest()
+        expected = hmac.new(
+            secret, purpose.encode() + b":" + body.encode(), hashlib.sha256
+        ).digest()
         if not hmac.compare_digest(expected, _unb64(mac)):
             return None
         payload = json.loads(_unb64(body))
@@ -156,18 +171,37 @@ def current_user(request: Request) -> CurrentUser | None:
     return user
 
 
+def _token_user(request: Request) -> CurrentUser | None:
+    """The operator whose API token came as ``Authorization: Bearer bcop_…``, if any."""
+    from tracker.services import tokens
+
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith(tokens.OPERATOR_TOKEN_PREFIX):
+        return None
+    with request.app.state.sessionmaker() as session:
+        found = tokens.authenticate(session, token)
+    if found is None or found[2] not in ROLES:
+        return None
+    return CurrentUser(id=found[0], username=found[1], role=found[2], csrf="", via_token=True)
+
+
 def _current_user_uncached(request: Request) -> CurrentUser | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
-        return None
+        return _token_user(request)
     secret = _secret(request)
     payload = unsign(secret, token)
     if payload is None:
         return None
     try:
-        user = _find_user(request, user_id=int(payload["uid"]))
+        uid, sid, csrf = int(payload["uid"]), str(payload["sid"]), str(payload["csrf"])
     except (KeyError, ValueError, TypeError):
         return None
+    from tracker.services import sessions
+
+    with request.app.state.sessionmaker() as session:
+        user = sessions.user_of(session, sid=sid, user_id=uid)
     if user is None or not hmac.compare_digest(
         _fingerprint(secret, user.password_hash), str(payload.get("pw", ""))
     ):
@@ -179,9 +213,20 @@ def _current_user_uncached(request: Request) -> CurrentUser | None:
         id=user.id,
         username=user.username,
         role=role,
-        csrf=str(payload["csrf"]),
+        csrf=csrf,
         timezone=getattr(user, "timezone", None),
     )
+
+
+def still_signed_in(request: Request) -> bool:
+    """Re-check the request's session now (an open event stream asks every few seconds)."""
+    return _current_user_uncached(request) is not None
+
+
+def _session_id(request: Request) -> str | None:
+    payload = unsign(_secret(request), request.cookies.get(SESSION_COOKIE, ""))
+    sid = payload.get("sid") if payload else None
+    return sid if isinstance(sid, str) else None
 
 
 # --- dependencies ------------------------------------------------------------------------------
@@ -226,7 +271,7 @@ async def check_csrf(request: Request) -> None:
     if not isinstance(sent, str) or not sent:
         raise CSRFError()
     user = current_user(request)
-    expected = user.csrf if user is not None else request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    expected = user.csrf if user is not None else _login_form_token(request)
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise CSRFError()
 
@@ -239,64 +284,45 @@ CSRFChecked = Depends(check_csrf)
 # --- login rate limiting -----------------------------------------------------------------------
 
 
-class LoginLimiter:
-    """At most ``max_failures`` failed logins per (client IP, username) in ``window`` seconds.
+def _limiter(request: Request) -> Any:
+    """The app's :class:`~tracker.services.logins.LoginAttempts` (built on first use)."""
+    from tracker.services.logins import LoginAttempts, LoginLimits
 
-    Per process: behind a load balancer each process counts on its own, so the effective limit
-    is ``max_failures`` times the process count - still enough to stop online guessing.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_failures: int = 5,
-        window: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        self._clock = clock
-        self._failures: dict[tuple[str, str], deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: tuple[str, str]) -> deque[float]:
-        now = self._clock()
-        failures = self._failures.setdefault(key, deque())
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        return failures
-
-    def retry_after(self, ip: str, username: str) -> int:
-        """Seconds until another attempt is allowed; 0 when allowed now."""
-        key = (ip, username.strip().lower())
-        with self._lock:
-            failures = self._recent(key)
-            if len(failures) < self.max_failures:
-                if not failures:
-                    self._failures.pop(key, None)
-                return 0
-            return max(1, int(failures[0] + self.window - self._clock()) + 1)
-
-    def failed(self, ip: str, username: str) -> None:
-        key = (ip, username.strip().lower())
-        with self._lock:
-            self._recent(key).append(self._clock())
-            if len(self._failures) > 10_000:  # bound memory under a spray of usernames
-                oldest = next(iter(self._failures))
-                self._failures.pop(oldest, None)
-
-    def succeeded(self, ip: str, username: str) -> None:
-        with self._lock:
-            self._failures.pop((ip, username.strip().lower()), None)
-
-
-def _limiter(request: Request) -> LoginLimiter:
     state = request.app.state
     limiter = getattr(state, "login_limiter", None)
     if limiter is None:
-        limiter = LoginLimiter()
-        state.login_limiter = limiter
-    return limiter  # type: ignore[no-any-return]
+        settings = state.settings
+        limits = LoginLimits(
+            per_user_address=settings.login_max_failures,
+            per_user=settings.login_max_failures_per_user,
+            per_address=settings.login_max_failures_per_address,
+            window_s=settings.login_window_s,
+        )
+        limiter = state.login_limiter = LoginAttempts(state.sessionmaker, limits)
+    return limiter
+
+
+# --- login form token ------------------------------------------------------------------------
+
+LOGIN_CSRF_TTL = 3600
+
+
+def _login_nonce(request: Request) -> str | None:
+    """The nonce of a login-form cookie this server signed (and not expired), else None."""
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    payload = unsign(_secret(request), cookie, purpose=LOGIN_CSRF_PURPOSE) if cookie else None
+    nonce = payload.get("n") if payload else None
+    return nonce if isinstance(nonce, str) and nonce else None
+
+
+def _form_token(secret: bytes, nonce: str) -> str:
+    return _b64(hmac.new(secret, b"login-form:" + nonce.encode(), hashlib.sha256).digest())
+
+
+def _login_form_token(request: Request) -> str:
+    """The token the login form must post back, or "" when the cookie is missing or forged."""
+    nonce = _login_nonce(request)
+    return _form_token(_secret(request), nonce) if nonce else ""
 
 
 # --- cookies -----------------------------------------------------------------------------------
@@ -319,11 +345,16 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, max
 
 
 def issue_session(request: Request, response: Response, user: Any) -> None:
-    """Sign the user in on ``response``."""
+    """Sign the user in on ``response`` (a new row in ``operator_session``)."""
+    from tracker.services import sessions
+
     secret = _secret(request)
     ttl = _ttl(request)
+    with request.app.state.sessionmaker() as session:
+        sid = sessions.start(session, user_id=user.id, ttl_s=ttl)
     payload = {
         "uid": user.id,
+        "sid": sid,
         "pw": _fingerprint(secret, user.password_hash),
         "csrf": secrets.token_urlsafe(24),
         "exp": int(time.time()) + ttl,
@@ -346,20 +377,24 @@ router = APIRouter(tags=["auth"])
 def _login_page(
     request: Request, *, error: str = "", status_code: int = 200, username: str = ""
 ) -> Response:
-    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    secret = _secret(request)
+    nonce = _login_nonce(request) or secrets.token_urlsafe(24)
     response = render(
         request,
         "login.html",
         {
             "title": "Sign in",
             "error": error,
-            "login_csrf": token,
+            "login_csrf": _form_token(secret, nonce),
             "next": _safe_next(request.query_params.get("next")),
             "username": username,
         },
         status_code=status_code,
     )
-    _set_cookie(request, response, LOGIN_CSRF_COOKIE, token, 3600)
+    cookie = sign(
+        secret, {"n": nonce, "exp": int(time.time()) + LOGIN_CSRF_TTL}, purpose=LOGIN_CSRF_PURPOSE
+    )
+    _set_cookie(request, response, LOGIN_CSRF_COOKIE, cookie, LOGIN_CSRF_TTL)
     return response
 
 
@@ -378,14 +413,14 @@ def login(
     csrf_token: Annotated[str, Form(alias=CSRF_FIELD)] = "",
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    expected = _login_form_token(request)
     if not expected or not hmac.compare_digest(csrf_token.encode(), expected.encode()):
         return _login_page(
             request, error="The form expired; please sign in again.", status_code=403
         )
     ip = request.client.host if request.client else "unknown"
     limiter = _limiter(request)
-    wait = limiter.retry_after(ip, username)
+    wait = limiter.attempt(ip, username)  # counted before the password is looked at
     if wait:
         log.warning("login rate limit hit for a user from %s", ip)
         response = _login_page(
@@ -403,7 +438,6 @@ def login(
     stored = user.password_hash if user is not None else _dummy_hash()
     ok = verify_password(password, stored) and user is not None and _role_name(user) in ROLES
     if not ok:
-        limiter.failed(ip, username)
         log.info("failed sign-in from %s", ip)
         return _login_page(
             request, error="Wrong username or password.", status_code=401, username=username
@@ -426,6 +460,12 @@ def logout_form(request: Request) -> Response:
 
 @router.post("/logout", include_in_schema=False, dependencies=[CSRFChecked])
 def logout(request: Request) -> Response:
+    from tracker.services import sessions
+
+    sid = _session_id(request)
+    if sid is not None:
+        with request.app.state.sessionmaker() as session:
+            sessions.end(session, sid=sid)
     response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -3,10 +3,10 @@ query lives in ``tracker.services``; shared dependencies are in ``tracker.web.de
 
 from fastapi import APIRouter
 
-from tracker.web.routes.api import cards, claims, payouts, stations, stats, taps
+from tracker.web.routes.api import cards, claims, payouts, stations, stats, tap_batch, taps
 
 router = APIRouter()
-for _resource in (taps, claims, cards, payouts, stats, stations):
+for _resource in (taps, tap_batch, claims, cards, payouts, stats, stations):
     router.include_router(_resource.router)
 
 __all__ = ["router"]

@@ -1,0 +1,88 @@
+"""What the app runs besides requests: the Greenfield HTTP client it shares, and the
+reconcile loop (every ``settings.reconcile_seconds``; 0 = off).
+
+The loop runs in every process that serves the app; passes are idempotent, so several
+workers reconciling at once cost requests, not correctness. A failing issuer is logged and
+retried on the next pass; it never stops the loop or the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import httpx
+from fastapi import FastAPI
+
+from tracker.db import Database
+from tracker.issuers.btcpay.client import GreenfieldError
+from tracker.issuers.secrets import SecretBox, SecretUnreadable
+from tracker.services import issuers as issuer_service
+from tracker.services.reconcile import reconcile_issuer
+
+log = logging.getLogger(__name__)
+
+
+async def reconcile_once(
+    database: Database, box: SecretBox, http: httpx.AsyncClient
+) -> list[dict[str, object]]:
+    """One pass over every issuer; a failing issuer is reported, the others still run."""
+
+    def load() -> list[issuer_service.IssuerRecord]:
+        with database.sessions() as session:
+            return issuer_service.all_issuers(session, box)
+
+    reports = []
+    for issuer in await database.call(load):
+        try:
+            report = await reconcile_issuer(database, http, issuer)
+        except GreenfieldError as exc:
+            log.warning("reconcile %s: %s", issuer.name, exc)
+            reports.append({"issuer": issuer.name, "error": str(exc)})
+            continue
+        reports.append(report.as_dict())
+    return reports
+
+
+async def _loop(app: FastAPI, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await reconcile_once(app.state.database, app.state.secret_box, app.state.issuer_http)
+        except SecretUnreadable as exc:
+            log.error("reconcile: %s", exc)
+        except Exception:
+            log.exception("reconcile pass failed; retrying in %.0f s", every_s)
+
+
+def issuer_http_client(timeout_s: float) -> httpx.AsyncClient:
+    """The HTTP client for Greenfield calls: no redirects (a key must not follow one)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s),
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=50, max_keepalive_connections=50),
+    )
+
+
+def install(app: FastAPI) -> None:
+    settings = app.state.settings
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        app.state.issuer_http = issuer_http_client(settings.issuer_timeout_s)
+        if settings.reconcile_seconds > 0:
+            tasks.append(asyncio.create_task(_loop(app, float(settings.reconcile_seconds))))
+
+    async def stop() -> None:
+        loop = asyncio.get_running_loop()
+        for task in tasks:
+            task.cancel()
+            if task.get_loop() is loop:  # test clients may start and stop on other loops
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        tasks.clear()
+        await app.state.issuer_http.aclose()
+
+    app.router.add_event_handler("startup", start)
+    app.router.add_event_handler("shutdown", stop)
