@@ -7,7 +7,7 @@ aliases and station names are typed by people.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
@@ -30,9 +30,22 @@ def _esc(text: str) -> str:
 
 
 def _fmt(value: float) -> str:
-    if value == int(value):
-        return f"{int(value):,}"
-    return f"{value:,.2f}"
+    """The tracker's one number format: thousands split by a narrow space ("21 000")."""
+    text = f"{int(value):,}" if value == int(value) else f"{value:,.2f}"
+    return text.replace(",", "\u202f")
+
+
+#: Width of the chart drawn for phones (shown instead of the wide one below 640 px): a wide
+#: chart scaled down to a phone would shrink its 11 px labels to 6 px.
+NARROW = 340
+
+
+def responsive(draw: Callable[[int], str]) -> str:
+    """The chart drawn twice, at full and at phone width; CSS shows the one that fits."""
+    return (
+        f"<div class='chart-wide'>{draw(640)}</div>"
+        f"<div class='chart-narrow'>{draw(NARROW)}</div>"
+    )
 
 
 def _nice_max(value: float) -> float:
@@ -71,7 +84,8 @@ def vertical_bars(
     top_value = _nice_max(max(b.value for b in bars))
     slot = plot_w / len(bars)
     bar_w = min(max(1.0, slot * 0.7), 64.0)  # one bar should not fill the whole chart
-    every = max(1, len(bars) // 12)  # at most ~12 x labels so they do not overlap
+    # At most one x label per ~52 px (about 12 on a wide chart) so they do not overlap.
+    every = max(1, -(-len(bars) // max(1, plot_w // 52)))
     parts = [
         f"<svg xmlns='http://www.w3.org/2000/svg' role='img' viewBox='0 0 {width} {height}' "
         f"width='{width}' height='{height}' class='chart'>",
@@ -104,7 +118,8 @@ def vertical_bars(
         if i % every == 0:
             parts.append(
                 f"<text x='{x + bar_w / 2:.1f}' y='{height - bottom + 16}' text-anchor='middle' "
-                f"{_FONT} fill='#333'>{_esc(_truncate(bar.label, 14))}</text>"
+                f"{_FONT} fill='#333'>{_esc(_truncate(bar.label, 14 if width > NARROW else 8))}"
+                "</text>"
             )
     parts.append(
         f"<line x1='{left}' y1='{top + plot_h}' x2='{width - right}' y2='{top + plot_h}' "
@@ -119,7 +134,8 @@ def horizontal_bars(
     """Ranked bar chart (e.g. top cards by amount); labels on the left, values at the bar end."""
     if not bars:
         return _empty(width, 3 * row, title)
-    label_w, value_w, pad = 170, 90, 8
+    label_w, value_w, pad = min(170, int(width * 0.34)), 90, 8
+    label_chars = 24 if width > NARROW else 14
     height = pad * 2 + row * len(bars)
     plot_w = width - label_w - value_w
     top_value = max(max(b.value for b in bars), 1e-9)
@@ -133,7 +149,7 @@ def horizontal_bars(
         w = plot_w * max(bar.value, 0) / top_value
         label = (
             f"<text x='{label_w - 6}' y='{y + row * 0.65:.1f}' text-anchor='end' {_FONT} "
-            f"fill='#333'>{_esc(_truncate(bar.label, 24))}</text>"
+            f"fill='#333'>{_esc(_truncate(bar.label, label_chars))}</text>"
         )
         if bar.href:
             label = f"<a href='{_esc(bar.href)}'>{label}</a>"
@@ -148,24 +164,29 @@ def horizontal_bars(
     return "".join(parts)
 
 
-def payout_volume_per_day(rows: Sequence[tuple[str, float]]) -> str:
+def payout_volume_per_day(rows: Sequence[tuple[str, float]], *, width: int = 640) -> str:
     """``rows``: (ISO day, sats) in day order."""
     return vertical_bars(
-        [Bar(day, sats) for day, sats in rows], title="Payout volume per day (sats)", unit="sats"
+        [Bar(day, sats) for day, sats in rows],
+        title="Payout volume per day (sats)",
+        unit="sats",
+        width=width,
     )
 
 
-def taps_per_station(rows: Sequence[tuple[str, int]]) -> str:
+def taps_per_station(rows: Sequence[tuple[str, int]], *, width: int = 640) -> str:
     """``rows``: (station name, tap count)."""
     return vertical_bars(
-        [Bar(name, count) for name, count in rows], title="Taps per station", unit="taps"
+        [Bar(name, count) for name, count in rows], title="Taps per station", unit="taps",
+        width=width,
     )
 
 
-def top_cards(rows: Sequence[tuple[str, float, str | None]]) -> str:
+def top_cards(rows: Sequence[tuple[str, float, str | None]], *, width: int = 640) -> str:
     """``rows``: (card label, sats, link to the card page or None), largest first."""
     return horizontal_bars(
         [Bar(label, sats, href) for label, sats, href in rows],
         title="Top cards by paid amount (sats)",
         unit="sats",
+        width=width,
     )

@@ -55,6 +55,9 @@ class TrackerSettings:
     #: Run the live-update watcher (SSE for operator pages). An ingest-only process behind a
     #: load balancer can switch it off and leave live pages to the other processes.
     live_updates: bool = True
+    #: Operators' default time zone (IANA name, e.g. ``Europe/Berlin``) for showing times,
+    #: "today" and date filters; each operator may pick another. Empty: the system's zone.
+    timezone: str = ""
     #: Fernet key (``Fernet.generate_key()``) that encrypts issuer API keys and webhook
     #: secrets at rest (``TRACKER_ISSUER_KEY``). Empty: derived from ``secret_key``, so
     #: rotating the secret key then makes stored issuer secrets unreadable (re-add them).

@@ -167,7 +167,7 @@ def test_operator_day_in_a_real_browser(tracker: dict[str, Any], tmp_path: Path)
         tap_id = posted.json()["tap"]["id"]
         new_row = page.locator(f'table[data-live="tap"] tr[data-id="{tap_id}"]')
         expect(new_row).to_be_visible()
-        expect(new_row).to_contain_text(CARD)
+        expect(new_row.locator(f'a[data-card-uid="{CARD}"]')).to_have_attribute("title", CARD)
         expect(new_row).to_contain_text("till-1")
         expect(taps_today).to_have_text("3")
         # Its claim shows up as a pending payout, then turns completed in place.

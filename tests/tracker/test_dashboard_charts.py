@@ -35,14 +35,17 @@ def test_chart_fragment_follows_new_taps_and_escapes_labels(
     assert after.headers["cache-control"] == "no-store"
     assert "till &lt;b&gt;7&lt;/b&gt;" in after.text  # the station's bar, label escaped
     assert "<b>7</b>" not in after.text
-    assert len(re.findall(r"<svg", after.text)) == 3
+    # each chart twice: full width, and redrawn at phone width (not scaled down to 6 px text)
+    assert len(re.findall(r"<div class='chart-wide'><svg", after.text)) == 3
+    assert len(re.findall(r"<div class='chart-narrow'><svg", after.text)) == 3
 
 
 @SQLITE_ONLY
 def test_dashboard_embeds_the_fragment_it_refreshes(viewer_client: OperatorClient) -> None:
     page = viewer_client.client.get("/?period=30d", headers={"accept": "text/html"}).text
     assert 'data-charts-url="/charts.html?period=30d"' in page
-    assert len(re.findall(r"<svg", page)) == 3
+    assert len(re.findall(r"<div class='chart-wide'><svg", page)) == 3
+    assert len(re.findall(r"<div class='chart-narrow'><svg", page)) == 3
 
 
 @SQLITE_ONLY

@@ -108,7 +108,7 @@ def test_dashboard_summary_matches_what_the_stations_reported(
     assert _stat(text, "active_cards") == 3
     assert _stat(text, "taps_today") == 6
     # Three server-side charts, one of them with a bar per card that was paid out.
-    assert text.count("<svg") == 3
+    assert text.count("<div class='chart-wide'><svg") == 3  # (and 3 redrawn for phones)
     assert "/cards/04A1B2C3D4E5F6" in text
     # Recent payouts: newest first, with station, amount, a state badge and a detail link.
     assert len(_row_ids(text, "payouts")) == 5

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from tracker import words
 from tracker.models.checks import MAX_DB_INT, MAX_MSAT, CheckedInput
 
 #: Named constraints, so Alembic can alter them later (SQLite batch mode needs names).
@@ -131,70 +132,6 @@ def normalise_uid(value: str) -> str:
     if not _UID_RE.match(text):
         raise ValueError("card_uid must be 4 to 10 bytes of hex, e.g. 04A1B2C3D4E5F6")
     return text.upper()
-
-
-# --------------------------------------------------------------------------------------------
-# Card
-
-
-class CardBase(SQLModel):
-    alias: str | None = Field(default=None, max_length=100)
-    notes: str | None = Field(default=None, max_length=2000)
-
-
-class CardUpdate(CheckedInput):
-    """Admin edits. Status may only be set to active or blocked (wiping happens at a station)."""
-
-    alias: str | None = Field(default=None, max_length=100)
-    notes: str | None = Field(default=None, max_length=2000)
-    status: CardStatus | None = None
-
-    @field_validator("status")
-    @classmethod
-    def _only_block_or_unblock(cls, value: CardStatus | None) -> CardStatus | None:
-        if value is not None and value not in (CardStatus.active, CardStatus.blocked):
-            raise ValueError("status can only be set to 'active' or 'blocked'")
-        return value
-
-
-class Card(CardBase, table=True):
-    __tablename__ = "card"
-
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
-    uid: str = Field(max_length=20, unique=True)
-    card_id: str | None = Field(default=None, max_length=64, index=True)
-    status: str = Field(default=CardStatus.active, max_length=16, index=True)
-    last_counter: int | None = Field(default=None)
-    first_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    last_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
-
-
-class CardPublic(CardBase):
-    uid: str
-    card_id: str | None
-    status: CardStatus
-    last_counter: int | None
-    first_seen: datetime
-    last_seen: datetime
-
-
-class CardDetail(CardPublic):
-    """Per-card page: the card plus totals computed from its taps and payouts."""
-
-    tap_count: int = 0
-    refused_count: int = 0
-    payout_count: int = 0
-    completed_amount_msat: int = 0
-    stations: list[str] = Field(default_factory=list)
-    #: Counters that were skipped between consecutive accepted taps (gaps are worth a look:
-    #: the card was used somewhere we did not see).
-    counter_gaps: list[tuple[int, int]] = Field(default_factory=list)
-
-
-class CardStatusPublic(SQLModel):
-    uid: str
-    status: str  # active | blocked | wiped | unknown
-    last_counter: int | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,6 +276,24 @@ class TapPublic(TapBase):
     def url(self) -> str:
         """The operator page of the tap's card."""
         return f"/cards/{self.card_uid}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tap_url(self) -> str:
+        """The operator page of this one tap."""
+        return f"/taps/{self.id}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reason_text(self) -> str | None:
+        """``reason`` in words; the code stays in ``reason`` (tooltips, filters, exports)."""
+        return words.reason_text(self.reason, counter=self.counter)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def trust_note(self) -> str | None:
+        """Set when the UID is unproven (bad MAC, foreign card): not counted for the card."""
+        return words.trust_note(reason=self.reason, verified=self.verified)
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,6 +484,8 @@ class User(SQLModel, table=True):
     role: str = Field(default=Role.viewer, max_length=16)
     password_hash: str = Field(max_length=255)
     created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    #: IANA zone the operator reads times in; None: the server's (TRACKER_TIMEZONE).
+    timezone: str | None = Field(default=None, max_length=64)
     #: A disabled user cannot sign in and has no sessions (``tracker users disable``).
     disabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
@@ -605,6 +562,15 @@ class Page(SQLModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
 
+
+from tracker.models.card import (  # noqa: E402, F401  (re-exported)
+    Card,
+    CardBase,
+    CardDetail,
+    CardPublic,
+    CardStatusPublic,
+    CardUpdate,
+)
 
 # The claim family lives in its own module; imported here so ``tracker.models`` is the one
 # place every table is registered (Alembic's env imports it).

@@ -27,6 +27,9 @@ from tracker.models import (
 )
 from tracker.services.filters import like_pattern
 
+#: The refusal code of a tap whose MAC failed: its UID is only what the tap claimed.
+UNPROVEN = "invalid_tap"
+
 
 class CardNotFound(LookupError):
     """No card with that UID has been seen."""
@@ -49,6 +52,10 @@ def to_public(card: Card) -> CardPublic:
         card_id=card.card_id,
         alias=card.alias,
         notes=card.notes,
+        holder=card.holder,
+        blocked_reason=card.blocked_reason,
+        blocked_by=card.blocked_by,
+        blocked_at=card.blocked_at,
         status=CardStatus(card.status),
         last_counter=card.last_counter,
         first_seen=card.first_seen,
@@ -127,12 +134,23 @@ def counter_gaps(counters: list[int]) -> list[tuple[int, int]]:
 def card_detail(session: Session, *, uid: str) -> CardDetail:
     """The per-card page's header: the card, totals, stations used, counter gaps."""
     card = _get(session, uid)
+    # A tap that does not prove the UID (bad MAC, foreign card) is counted apart: it may not
+    # have been this card at all.
+    trusted = sa.and_(
+        col(Tap.verified).is_(True), sa.func.coalesce(col(Tap.reason), "") != UNPROVEN
+    )
     tap_counts = session.execute(
-        sa.select(col(Tap.outcome), sa.func.count())
+        sa.select(col(Tap.outcome), trusted.label("trusted"), sa.func.count())
         .where(col(Tap.card_pk) == card.id)
-        .group_by(col(Tap.outcome))
+        .group_by(col(Tap.outcome), trusted)
     ).all()
-    by_outcome = {outcome: int(n) for outcome, n in tap_counts}
+    by_outcome: dict[str, int] = {}
+    unverified = 0
+    for outcome, is_trusted, n in tap_counts:
+        if is_trusted:
+            by_outcome[outcome] = by_outcome.get(outcome, 0) + int(n)
+        else:
+            unverified += int(n)
     payout_row = session.execute(
         sa.select(
             sa.func.count(),
@@ -176,6 +194,7 @@ def card_detail(session: Session, *, uid: str) -> CardDetail:
         **public.model_dump(),
         tap_count=sum(by_outcome.values()),
         refused_count=by_outcome.get(TapOutcome.refused.value, 0),
+        unverified_count=unverified,
         payout_count=int(payout_row[0]),
         completed_amount_msat=int(payout_row[1]),
         stations=list(stations),

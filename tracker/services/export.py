@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from tracker import words
 from tracker.services import payouts as payout_service
 from tracker.services import taps as tap_service
 from tracker.services.filters import ListFilter
@@ -38,6 +39,9 @@ TAP_FIELDS = (
     "counter",
     "outcome",
     "reason",
+    "reason_text",
+    "verified",
+    "trust_note",
     "issuer_host",
     "idempotency_key",
 )
@@ -46,6 +50,7 @@ PAYOUT_FIELDS = (
     "created",
     "updated",
     "state",
+    "amount_sats",
     "amount_msat",
     "card_uid",
     "card_alias",
@@ -94,6 +99,9 @@ def _tap_record(row: Any) -> dict[str, Any]:
         "counter": row.counter,
         "outcome": row.outcome,
         "reason": row.reason,
+        "reason_text": words.reason_text(row.reason, counter=row.counter),
+        "verified": bool(row.verified),
+        "trust_note": words.trust_note(reason=row.reason, verified=bool(row.verified)),
         "issuer_host": row.issuer_host,
         "idempotency_key": row.idempotency_key,
     }
@@ -105,6 +113,7 @@ def _payout_record(row: Any) -> dict[str, Any]:
         "created": row.created,
         "updated": row.updated,
         "state": row.state,
+        "amount_sats": row.amount_msat // 1000,
         "amount_msat": row.amount_msat,
         "card_uid": row.card_uid,
         "card_alias": row.card_alias,

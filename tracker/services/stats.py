@@ -6,7 +6,7 @@ and the tap's ``received_at``. "Taps today" is always the current UTC day, whate
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
@@ -103,7 +103,9 @@ def dashboard_stats(
     since: datetime | None = None,
     until: datetime | None = None,
     now: datetime | None = None,
+    zone: tzinfo = UTC,
 ) -> Stats:
+    """``taps_today`` counts from midnight in ``zone`` (the operator's day)."""
     now = now or utcnow()
     by_state = session.execute(
         sa.select(
@@ -127,8 +129,10 @@ def dashboard_stats(
         .select_from(Card)
         .where(col(Card.status) == CardStatus.active.value)
     ).scalar_one()
-    today = now.astimezone(UTC).date()
-    taps_today = _daily_sum(session, first_day=today, end_day=today + timedelta(days=1))
+    # count_taps reads whole UTC days from tap_daily_count and counts the edges in tap.
+    local_day = now.astimezone(zone).date()
+    start = datetime.combine(local_day, time.min, tzinfo=zone).astimezone(UTC)
+    taps_today = count_taps(session, since=start, until=None)
     taps_in_period = count_taps(session, since=since, until=until)
     return Stats(
         since=as_utc(since),

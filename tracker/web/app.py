@@ -30,7 +30,7 @@ from tracker.db import Database, DatabaseBusy, check_schema_current, is_busy, ma
 from tracker.issuers.secrets import SecretBox
 from tracker.services.taps import TapRecorder
 from tracker.settings import TrackerSettings
-from tracker.web import background
+from tracker.web import apidocs, background
 from tracker.web.deps import check_request_text
 from tracker.web.limits import RequestGate
 from tracker.web.routes import api, pages, webhooks
@@ -64,7 +64,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
         title="Bolt Card tracker",
         description=API_DESCRIPTION,
         version="1",
-        docs_url="/api/docs",
+        docs_url=None,  # served by tracker.web.apidocs, from the package, under our CSP
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
@@ -84,6 +84,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
     background.install(app)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    apidocs.install(app, openapi_url="/api/openapi.json")
     app.include_router(api.router)
     app.include_router(webhooks.router)
     app.include_router(pages.router)

@@ -63,6 +63,7 @@ class CurrentUser:
     username: str
     role: str
     csrf: str
+    timezone: str | None = None
     #: Signed in with an API token (``Authorization: Bearer bcop_…``): no cookie, so no
     #: cross-site request can carry it and the CSRF check does not apply.
     via_token: bool = False
@@ -208,7 +209,13 @@ def _current_user_uncached(request: Request) -> CurrentUser | None:
     role = _role_name(user)
     if role not in ROLES:
         return None
-    return CurrentUser(id=user.id, username=user.username, role=role, csrf=csrf)
+    return CurrentUser(
+        id=user.id,
+        username=user.username,
+        role=role,
+        csrf=csrf,
+        timezone=getattr(user, "timezone", None),
+    )
 
 
 def still_signed_in(request: Request) -> bool:

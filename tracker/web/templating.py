@@ -6,14 +6,21 @@ must get the same escaping rules and the same context (signed-in user, CSRF toke
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    pass_context,
+    select_autoescape,
+)
 from markupsafe import Markup
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -28,15 +35,31 @@ STATE_BADGES = {
 }
 
 
-def _fmt_time(value: Any) -> str:
-    """UTC, to the second; the full ISO value goes in the title attribute."""
+def _fmt_time(value: Any, zone: tzinfo = UTC) -> str:
+    """In the operator's zone, to the second; the full ISO value goes in the title."""
     if value is None:
         return "—"
     if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC)
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
+
+
+@pass_context
+def _time_filter(ctx: Any, value: Any) -> str:
+    return _fmt_time(value, ctx.get("tz") or UTC)
+
+
+@pass_context
+def _time_cell(ctx: Any, value: Any) -> Markup:
+    """The time for a table cell: date and clock may go on two lines (a phone), never
+    breaking inside either at a hyphen or colon."""
+    text = _fmt_time(value, ctx.get("tz") or UTC)
+    date, sep, clock = text.partition(" ")
+    if not sep:
+        return Markup("<span class='nw'>{}</span>").format(text)
+    return Markup("<span class='nw'>{}</span> <span class='nw'>{}</span>").format(date, clock)
 
 
 def _fmt_sats(value: Any) -> str:
@@ -48,10 +71,27 @@ def _fmt_sats(value: Any) -> str:
         return str(value)
 
 
+def _short_uid(value: Any) -> str:
+    """``04A1…E5F6``: enough to tell cards apart in a list; the full value goes on hover."""
+    text = "" if value is None else str(value)
+    return text if len(text) <= 10 else f"{text[:4]}…{text[-4:]}"
+
+
+def _short_id(value: Any) -> str:
+    """The first 8 hex digits of a 32-hex card id."""
+    text = "" if value is None else str(value)
+    return text if len(text) <= 12 else f"{text[:8]}…"
+
+
 def _badge(state: Any) -> Markup:
     name = str(getattr(state, "value", state) or "unknown")
     kind = STATE_BADGES.get(name, "neutral")
-    return Markup("<span class='badge badge-{}' data-state='{}'>{}</span>").format(kind, name, name)
+    # A soft break between words ("Awaiting<wbr>Approval") lets the badge fit a phone column.
+    words = re.split(r"(?=[A-Z])", name)
+    label = Markup("<wbr>").join(w for w in words if w)
+    return Markup("<span class='badge badge-{}' data-state='{}'>{}</span>").format(
+        kind, name, label
+    )
 
 
 def _query(params: dict[str, Any], **changes: Any) -> str:
@@ -68,9 +108,12 @@ def _build_env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["time"] = _fmt_time
+    env.filters["time"] = _time_filter
+    env.filters["time_cell"] = _time_cell
     env.filters["sats"] = _fmt_sats
     env.filters["badge"] = _badge
+    env.filters["short_uid"] = _short_uid
+    env.filters["short_id"] = _short_id
     env.globals["query"] = _query
     return env
 
@@ -86,8 +129,14 @@ def render(
     status_code: int = 200,
     user: Any = None,
 ) -> HTMLResponse:
-    """Render ``name`` with the signed-in user and the CSRF token every form needs."""
+    """Render ``name`` with the signed-in user, the CSRF token every form needs and the
+    operator's time zone (``tz``, ``tz_name``) that every time on the page is shown in."""
+    from tracker.web.zone import operator_zone  # auth (below zone) renders templates too
+
+    zone = operator_zone(request) if user is not None else UTC
     ctx: dict[str, Any] = {
+        "tz": zone,
+        "tz_name": getattr(zone, "key", "UTC"),
         "request": request,
         "user": user,
         "csrf_token": getattr(user, "csrf", "") if user is not None else "",
@@ -96,11 +145,11 @@ def render(
     }
     ctx.update(context or {})
     html = ENV.get_template(name).render(ctx)
-    return HTMLResponse(html, status_code=status_code, headers=_SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
 
 
 # No inline script anywhere, so a strict policy costs nothing and blunts any escaping slip.
-_SECURITY_HEADERS = {
+SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"

@@ -25,10 +25,22 @@
     return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, "\u202f");
   }
 
-  // ISO 8601 in UTC (as TapPublic / PayoutPublic serialise it) -> "YYYY-MM-DD HH:MM:SS",
-  // the same text the server's templates show.
+  // ISO 8601 (as TapPublic / PayoutPublic serialise it) -> "YYYY-MM-DD HH:MM:SS" in the
+  // operator's time zone (<body data-tz>), the same text the server's templates show.
+  var ZONE = document.body.getAttribute("data-tz") || "UTC";
+  var zoned = null;
+  try {
+    zoned = new Intl.DateTimeFormat("en-CA", {
+      timeZone: ZONE, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23"
+    });
+  } catch (e) { zoned = null; }
   function fmtTime(iso) {
-    return iso ? String(iso).slice(0, 19).replace("T", " ") : "";
+    if (!iso) { return ""; }
+    if (!zoned) { return String(iso).slice(0, 19).replace("T", " "); }
+    var p = {};
+    zoned.formatToParts(new Date(iso)).forEach(function (part) { p[part.type] = part.value; });
+    return p.year + "-" + p.month + "-" + p.day + " " + p.hour + ":" + p.minute + ":" + p.second;
   }
 
   function el(tag, text, cls) {
@@ -39,17 +51,35 @@
   }
 
   function badge(value) {
-    var span = el("span", value, "badge badge-" + (BADGES[value] || "neutral"));
+    var span = el("span", null, "badge badge-" + (BADGES[value] || "neutral"));
+    // "AwaitingApproval" may break before its second word on a narrow screen, as on the server.
+    String(value).split(/(?=[A-Z])/).forEach(function (part, i) {
+      if (i > 0) { span.appendChild(document.createElement("wbr")); }
+      span.appendChild(document.createTextNode(part));
+    });
     span.setAttribute("data-state", value);
     return span;
   }
 
   function cardLink(uid, alias) {
-    var a = el("a", alias || uid);
+    var a = el("a", alias || shortUid(uid));
     a.href = "/cards/" + encodeURIComponent(uid);
     a.setAttribute("data-card-uid", uid);
-    if (alias) { a.title = uid; } else { a.className = "mono"; }
+    a.title = uid;
+    if (!alias) { a.className = "mono"; }
     return a;
+  }
+
+  function shortUid(uid) {
+    return uid.length <= 10 ? uid : uid.slice(0, 4) + "\u2026" + uid.slice(-4);
+  }
+
+  // An unproven UID (bad MAC, foreign card) is never drawn as a link to the card.
+  function claimed(d) {
+    var span = el("span", "claims " + shortUid(d.card_uid), "claimed mono");
+    span.setAttribute("data-claimed-uid", d.card_uid);
+    span.title = d.card_uid + ": " + d.trust_note;
+    return span;
   }
 
   function cell(col, d, topic) {
@@ -57,25 +87,39 @@
     switch (col) {
       case "time":
         var moment = d.received_at || d.created || "";
-        td.textContent = fmtTime(moment); td.title = moment; break;
+        var open = el("a"); open.href = d.tap_url || d.url;
+        fmtTime(moment).split(" ").forEach(function (part, i) {
+          if (i > 0) { open.appendChild(document.createTextNode(" ")); }
+          open.appendChild(el("span", part, "nw"));
+        });
+        td.appendChild(open); td.title = moment; td.className = "time"; break;
       case "id":
         var a = el("a", "#" + d.id); a.href = d.url; td.appendChild(a); break;
       case "card":
-        if (d.card_uid) { td.appendChild(cardLink(d.card_uid, d.card_alias)); }
+        if (d.card_uid && d.trust_note) { td.appendChild(claimed(d)); }
+        else if (d.card_uid) { td.appendChild(cardLink(d.card_uid, d.card_alias)); }
         else { td.textContent = "—"; }
         break;
       case "station": td.textContent = d.station || "—"; break;
       case "counter": td.textContent = d.counter; td.className = "num"; break;
       case "outcome":
         td.appendChild(badge(d.outcome));
-        if (d.verified === false) {
-          var mark = el("span", "unverified", "badge badge-neutral");
+        if (d.trust_note) {
+          var mark = el("span", d.trust_note, "badge badge-warn");
           mark.setAttribute("data-verified", "false");
+          mark.title = "the UID is only what the tap claimed: not counted for the card";
           td.appendChild(document.createTextNode(" "));
           td.appendChild(mark);
         }
         break;
-      case "reason": td.textContent = d.reason || ""; td.className = "wrap"; break;
+      case "reason":
+        td.className = "wrap";
+        if (d.reason) {
+          var words = el("span", d.reason_text || d.reason);
+          words.title = d.reason; words.setAttribute("data-reason", d.reason);
+          td.appendChild(words);
+        }
+        break;
       case "amount": td.textContent = fmtSats(d.amount_sats); td.className = "num"; break;
       case "state": td.appendChild(badge(d.state)); break;
       default: td.textContent = d[col] === undefined ? "" : d[col];
@@ -88,7 +132,10 @@
     tr.setAttribute("data-id", d.id);
     var cols = table.querySelectorAll("thead th[data-col]");
     for (var i = 0; i < cols.length; i++) {
-      tr.appendChild(cell(cols[i].getAttribute("data-col"), d, topic));
+      var td = cell(cols[i].getAttribute("data-col"), d, topic);
+      // Columns that collapse on a phone (class "opt" on the header) collapse in new rows too.
+      if (cols[i].classList.contains("opt")) { td.classList.add("opt"); }
+      tr.appendChild(td);
     }
     return tr;
   }
@@ -122,7 +169,8 @@
     var links = document.querySelectorAll("[data-card-uid]");
     for (var i = 0; i < links.length; i++) {
       if (links[i].getAttribute("data-card-uid") !== d.uid) { continue; }
-      links[i].textContent = d.alias || d.uid;
+      if (links[i].tagName === "A") { links[i].textContent = d.alias || shortUid(d.uid); }
+      else { links[i].textContent = d.alias || d.uid; }
     }
   }
 

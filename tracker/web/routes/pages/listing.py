@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,6 +18,7 @@ from tracker.models import PayoutState, TapOutcome, normalise_uid
 from tracker.models.checks import MAX_SATS, check_moment
 from tracker.services import stations as station_service
 from tracker.services.filters import InvalidCursor, ListFilter
+from tracker.web.zone import operator_zone
 
 PAGE_SIZE = 50
 
@@ -44,14 +45,16 @@ _FILTER_KEYS = (
 )
 
 
-def _parse_moment(text: str, *, end_of_day: bool) -> datetime:
-    """``YYYY-MM-DD`` (a whole UTC day; ``until`` includes that day) or an ISO 8601 moment."""
+def _parse_moment(text: str, *, end_of_day: bool, zone: tzinfo = UTC) -> datetime:
+    """``YYYY-MM-DD`` (a whole day in the operator's ``zone``; ``until`` includes that day)
+    or an ISO 8601 moment (without an offset: in ``zone`` too)."""
     if len(text) == 10:
         day = date.fromisoformat(text)
-        moment = datetime.combine(day, time.min, tzinfo=UTC)
-        return moment + timedelta(days=1) if end_of_day else moment
+        if end_of_day:
+            day += timedelta(days=1)
+        return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
     moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
 def parse_filters(request: Request, *, kind: str) -> Filters:
@@ -78,7 +81,8 @@ def parse_filters(request: Request, *, kind: str) -> Filters:
     for key, end in (("since", False), ("until", True)):
         if raw[key]:
             try:
-                values[key] = check_moment(_parse_moment(raw[key], end_of_day=end))
+                moment = _parse_moment(raw[key], end_of_day=end, zone=operator_zone(request))
+                values[key] = check_moment(moment)
             except (ValueError, OverflowError):
                 errors.append(
                     f"{key.capitalize()} must be a date like 2026-11-26, between 1970 and 2099."
