@@ -155,6 +155,12 @@ def payouts_by_ids(conn: sa.Connection, ids: list[int]) -> list[PayoutPublic]:
     return [row_to_public(r) for r in conn.execute(stmt)]
 
 
+def payouts_of_tap(session: Session, *, tap_id: int) -> list[PayoutPublic]:
+    """The payouts a tap led to (its claim's payout; normally one)."""
+    stmt = _payout_select().where(col(Payout.tap_pk) == tap_id).order_by(col(Payout.id))
+    return [row_to_public(r) for r in session.connection().execute(stmt)]
+
+
 def get_payout(session: Session, *, payout_id: int) -> PayoutPublic:
     row = session.execute(_payout_select().where(col(Payout.id) == payout_id)).first()
     if row is None:
