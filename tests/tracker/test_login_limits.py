@@ -62,7 +62,10 @@ def test_forty_parallel_wrong_passwords_get_at_most_five_checks(
         with concurrent.futures.ThreadPoolExecutor(40) as pool:
             answers = list(pool.map(guess, range(40)))
     assert answers.count(401) <= 5, answers  # 401: the password was really checked
-    assert answers.count(401) + answers.count(429) == 40
+    # The rest were refused before any check: 429 (locked out), or on SQLite, when 40 writers
+    # queue for its one write lock on a loaded machine, 503 with Retry-After (try again).
+    refused = {429, 503} if settings.is_sqlite else {429}
+    assert all(a == 401 or a in refused for a in answers), answers
 
 
 def test_lockouts_survive_a_restart_and_spraying_other_names(
