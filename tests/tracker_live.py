@@ -19,8 +19,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SECRET_KEY = "x" * 32  # what a ``tracker`` CLI run against the same database must be given
+
+
 class LiveTracker:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, **settings: Any) -> None:
+        """``settings``: overrides of the tracker's settings (``reconcile_seconds=0`` …)."""
         from tracker import migrations
         from tracker.db import make_engine
         from tracker.settings import load_settings
@@ -28,7 +32,7 @@ class LiveTracker:
         self.db_path = tmp / "tracker.sqlite"
         self.database_url = f"sqlite:///{self.db_path}"
         self.settings = load_settings(env={}, database_url=self.database_url,
-                                      secret_key="x" * 32, persist_secret=False)
+                                      secret_key=SECRET_KEY, persist_secret=False, **settings)
         self.engine = make_engine(self.settings)
         migrations.upgrade(self.engine)
         self.port = free_port()
