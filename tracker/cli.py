@@ -1,6 +1,7 @@
 """``tracker`` command line: database migrations, users, stations, and the web server.
 
     tracker db upgrade|downgrade|current
+    tracker db backup FILE [--force]
     tracker users add NAME --role viewer|admin [--password-stdin]
     tracker users list | disable NAME | remove NAME | passwd NAME [--password-stdin]
     tracker stations add NAME | list | revoke NAME | rotate NAME
@@ -52,6 +53,35 @@ def cmd_db(args: argparse.Namespace) -> int:
             print(f"database revision: {current or '(empty)'} (head {head}, {state})")
     finally:
         engine.dispose()
+    return 0
+
+
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    """SQLite: an online copy to FILE (0600). PostgreSQL: print the pg_dump to run, exit 0."""
+    from pathlib import Path
+
+    from tracker.backup import BackupRefused, backup_sqlite, pg_dump_command
+
+    settings = _settings(args)
+    target = Path(args.file)
+    if not settings.is_sqlite:
+        command = pg_dump_command(settings.database_url, target)
+        if args.json:
+            print(json.dumps({"backend": "postgresql", "run": command}))
+        else:
+            print("the tracker's database is PostgreSQL; back it up with pg_dump:")
+            print(f"  {command}")
+            print("(the password comes from PGPASSWORD or ~/.pgpass; restore with pg_restore)")
+        return 0
+    try:
+        size = backup_sqlite(settings, target, force=args.force)
+    except BackupRefused as exc:
+        return _refused(exc)
+    if args.json:
+        print(json.dumps({"backend": "sqlite", "file": str(target), "bytes": size}))
+    else:
+        print(f"backed up {settings.sqlite_path()} to {target} ({size} bytes)")
+        print("restore: stop the tracker, copy the backup over the database file, start it")
     return 0
 
 
@@ -320,10 +350,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    db = sub.add_parser("db", help="database migrations")
-    db.add_argument("action", choices=["upgrade", "downgrade", "current"])
-    db.add_argument("revision", nargs="?", help="target (default: head / one step down)")
-    db.set_defaults(func=cmd_db)
+    db = sub.add_parser("db", help="database migrations and backups").add_subparsers(
+        dest="action", required=True
+    )
+    for action, text in (
+        ("upgrade", "migrate to a revision (default: head)"),
+        ("downgrade", "migrate down (default: one step)"),
+        ("current", "show the schema revision"),
+    ):
+        migrate = db.add_parser(action, help=text)
+        if action != "current":
+            migrate.add_argument("revision", nargs="?", help="target revision")
+        migrate.set_defaults(func=cmd_db, revision=None)
+    backup = db.add_parser("backup", help="SQLite: copy the live database to FILE (0600)")
+    backup.add_argument("file", metavar="FILE")
+    backup.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    backup.set_defaults(func=cmd_db_backup)
 
     users = sub.add_parser("users", help="operator accounts").add_subparsers(
         dest="users_command", required=True

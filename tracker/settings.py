@@ -80,6 +80,10 @@ class TrackerSettings:
     login_max_failures_per_user: int = 10
     login_max_failures_per_address: int = 30
     login_window_s: int = 300
+    #: Bearer token a Prometheus server sends to ``GET /metrics``
+    #: (``Authorization: Bearer <token>``, ``TRACKER_METRICS_TOKEN``). Empty (the default):
+    #: only signed-in admins may read ``/metrics``; it is never public.
+    metrics_token: str = field(default="", repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -139,6 +143,7 @@ _KINDS: dict[str, type] = {
     "login_max_failures_per_user": int,
     "login_max_failures_per_address": int,
     "login_window_s": int,
+    "metrics_token": str,
 }
 
 

@@ -33,7 +33,7 @@ from tracker.settings import TrackerSettings
 from tracker.web import apidocs, background
 from tracker.web.deps import check_request_text
 from tracker.web.limits import RequestGate
-from tracker.web.routes import api, pages, webhooks
+from tracker.web.routes import api, metrics, pages, webhooks
 from tracker.web.routes.pages.errors import error_page, wants_html
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
     if settings.live_updates:
         events.install(app)
     app.add_middleware(RequestGate, fastapi_app=app)
+    metrics.install(app)  # outermost: its latencies include the gate's work
     return app
 
 
