@@ -143,6 +143,12 @@ def run_emulate(args: argparse.Namespace) -> int:
             raise ct.BadInput("--taps must be 0 or more")
         if args.blank:
             return _emulate_blank(args, path)
+        if not path.exists() and not (args.issuer_key or args.keys_out):
+            # Refuse before anything is written: no half-made state file is left behind.
+            raise ct.BadInput(
+                f"{path} does not exist: a new card needs --issuer-key HEX or --keys-out FILE "
+                "to be provisioned (or --blank for a factory-fresh one)"
+            )
         card, created = _load_or_create(path, args.uid)
         provisioned = False
         if _is_blank(card):

@@ -123,3 +123,15 @@ def test_bad_pull_options_are_refused(tmp_path: Path, extra: list[str]) -> None:
 def test_pull_options_need_the_emulated_backend() -> None:
     proc = run_station("card", "check", "--backend", "pcsc", "--pull-after", "3")
     assert proc.returncode == 2 and "--backend emulated" in proc.stderr
+
+
+def test_emulate_without_keys_refuses_and_writes_no_state_file(tmp_path: Path) -> None:
+    path = tmp_path / "card.json"
+    proc = run_station("card", "emulate", "--card-state", str(path), "--taps", "3")
+    assert proc.returncode == 2
+    assert "needs --issuer-key HEX or --keys-out FILE" in proc.stderr
+    assert not path.exists()
+    ok = run_station("card", "emulate", "--card-state", str(path), "--issuer-key",
+                     "00000000000000000000000000000001", "--taps", "3")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count("lnurlw://") == 3
