@@ -143,6 +143,8 @@ def run_emulate(args: argparse.Namespace) -> int:
             raise ct.BadInput("--taps must be 0 or more")
         if args.blank:
             return _emulate_blank(args, path)
+        if args.uid is not None:
+            ct.parse_hex(args.uid, "--uid", 7)  # a bad --uid is named before anything else
         if not path.exists() and not (args.issuer_key or args.keys_out):
             # Refuse before anything is written: no half-made state file is left behind.
             raise ct.BadInput(
