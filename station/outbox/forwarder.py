@@ -213,7 +213,6 @@ class Forwarder:
         if (
             self.batch_size < 2
             or entry.record.kind != TAP
-            or getattr(self.uplink, "send_batch", None) is None
             or time.monotonic() < self._batches_off_until
         ):
             return [entry]
@@ -221,10 +220,9 @@ class Forwarder:
         return run if run and run[0].seq == entry.seq else [entry]
 
     def _send_batch(self, batch: list[OutboxEntry]) -> list[tuple[OutboxEntry, Delivery]]:
-        send_batch = self.uplink.send_batch  # type: ignore[attr-defined]
         records = [e.record for e in batch]
         try:
-            deliveries: list[Delivery] = send_batch(records)
+            deliveries = self.uplink.send_batch(records)
         except BatchUnsupported as exc:
             log.info("sending records one by one for a while: %s", exc)
             self._batches_off_until = time.monotonic() + BATCHES_OFF_S

@@ -16,7 +16,6 @@ from threading import Lock
 from station.uplink.base import (
     BLOCKED,
     CONFLICT,
-    BatchUnsupported,
     CardStatus,
     Delivery,
     Uplink,
@@ -75,10 +74,7 @@ class ForgetOnTurnDown:
         return delivery
 
     def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
-        send_batch = getattr(self._uplink, "send_batch", None)
-        if send_batch is None:
-            raise BatchUnsupported("this uplink sends one record at a time")
-        deliveries: list[Delivery] = send_batch(records)
+        deliveries = self._uplink.send_batch(records)
         for record, delivery in zip(records, deliveries, strict=False):
             if delivery.state in (CONFLICT, BLOCKED):
                 self._cache.forget(record.card_uid)

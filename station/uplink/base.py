@@ -63,6 +63,13 @@ class Uplink(Protocol):
         """Store the record; raise :class:`UplinkUnavailable` for anything worth retrying."""
         ...
 
+    def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
+        """Store taps in order (catching up after an outage); one answer per record, for a
+        prefix of ``records`` at least one long (the rest is sent again). Raise
+        :class:`UplinkUnavailable` like ``send``, or :class:`BatchUnsupported` when this uplink
+        or the tracker behind it takes one record at a time (the forwarder then does that)."""
+        ...
+
     def card_status(self, uid: str) -> CardStatus:
         """Current status of a card; raise :class:`UplinkUnavailable` when unreachable."""
         ...
@@ -70,12 +77,10 @@ class Uplink(Protocol):
     def close(self) -> None: ...
 
 
-class BatchUplink(Uplink, Protocol):
-    """An uplink that can also store many taps in one exchange (catching up after an outage).
-    The forwarder uses ``send_batch`` when an uplink has it, and ``send`` otherwise."""
+
+
+class OneAtATime:
+    """``send_batch`` for an uplink that only sends one record at a time."""
 
     def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
-        """Store taps in order; one answer per record, for a prefix of ``records`` at least one
-        long (the rest is sent again). Raise :class:`UplinkUnavailable` like ``send``, or
-        :class:`BatchUnsupported` when the tracker cannot take batches."""
-        ...
+        raise BatchUnsupported("this uplink sends one record at a time")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from station.uplink.base import CardStatus, Delivery, UplinkUnavailable
-from station.uplink.records import Record
+from station.uplink.records import Record, TapRecord
 
 
 class NullUplink:
     def send(self, record: Record) -> Delivery:
+        raise UplinkUnavailable("no tracker configured")
+
+    def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
         raise UplinkUnavailable("no tracker configured")
 
     def card_status(self, uid: str) -> CardStatus:

@@ -20,7 +20,7 @@ from station.settings import StationSettings
 from station.tap.pipeline import TapPipeline
 from station.tap.result import ACCEPTED, REFUSED
 from station.tap.verifier import StaticKeysVerifier
-from station.uplink.base import CardStatus, Delivery, UplinkUnavailable
+from station.uplink.base import CardStatus, Delivery, OneAtATime, UplinkUnavailable
 from station.uplink.records import TapRecord
 
 UID = bytes.fromhex("04A1B2C3D4E5F6")
@@ -28,7 +28,7 @@ K1 = bytes(range(16))
 K2 = bytes(range(16, 32))
 
 
-class CollectingRecorder:
+class CollectingRecorder(OneAtATime):
     def __init__(self) -> None:
         self.sent: list[TapRecord] = []
 

@@ -25,6 +25,7 @@ from station.uplink.base import (
     REJECTED,
     CardStatus,
     Delivery,
+    OneAtATime,
     UplinkUnavailable,
 )
 from station.uplink.http import HttpUplink
@@ -46,7 +47,7 @@ def rec(uid: str, counter: int, outcome: str = "accepted", key: str | None = Non
     )
 
 
-class FlakyRecorder:
+class FlakyRecorder(OneAtATime):
     """Records what it stores; unavailable while ``down`` is set."""
 
     def __init__(self) -> None:

@@ -32,6 +32,7 @@ from station.uplink.base import (
     DELIVERED,
     CardStatus,
     Delivery,
+    OneAtATime,
     UplinkUnavailable,
 )
 from station.uplink.records import TapRecord
@@ -184,7 +185,7 @@ def test_card_removed_mid_read_records_nothing(after: int) -> None:
     assert box.last_counter("04A1B2C3D4E5F6") is None
 
 
-class ScriptedRecorder:
+class ScriptedRecorder(OneAtATime):
     def __init__(self, answer: Delivery | None) -> None:
         self.answer = answer
         self.sent: list[TapRecord] = []
