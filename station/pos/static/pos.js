@@ -170,10 +170,12 @@
     const pin = $("pin").value;
     $("pin").value = "";
     if (!/^[0-9]{4,8}$/.test(pin)) { setError("A PIN is 4 to 8 digits."); return; }
+    // Say "sent" before sending: the issuer may refuse a wrong PIN and the next prompt may
+    // arrive on the event stream before this request's answer does; it must win.
+    show($("pinform"), false);
+    $("detail").textContent = "PIN sent; claiming the payment…";
     try {
       await api("POST", "/charges/" + current.id + "/pin", { pin });
-      show($("pinform"), false);
-      $("detail").textContent = "PIN sent; claiming the payment…";
     } catch (e) { setError(e.message); }
   }
 
