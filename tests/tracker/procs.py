@@ -16,8 +16,11 @@ from tracker_server import free_port
 
 
 @contextlib.contextmanager
-def tracker_process(db_url: str, secret: str, *extra: str) -> Iterator[str]:
-    """Yield the base URL of ``python -m tracker serve`` on a free port; stop it on exit."""
+def tracker_process(
+    db_url: str, secret: str, *extra: str, exit_codes: list[int] | None = None
+) -> Iterator[str]:
+    """Yield the base URL of ``python -m tracker serve`` on a free port; stop it on exit
+    (SIGTERM), appending its exit status to ``exit_codes`` when given."""
     port = free_port()
     env = {**os.environ, "TRACKER_SECRET_KEY": secret, "TRACKER_LOG_LEVEL": "warning"}
     env.pop("FORWARDED_ALLOW_IPS", None)
@@ -43,7 +46,9 @@ def tracker_process(db_url: str, secret: str, *extra: str) -> Iterator[str]:
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            code = proc.wait(timeout=20)
+            if exit_codes is not None:
+                exit_codes.append(code)
         finally:
             if proc.poll() is None:
                 proc.kill()
