@@ -190,3 +190,26 @@ def top_cards(rows: Sequence[tuple[str, float, str | None]], *, width: int = 640
         unit="sats",
         width=width,
     )
+
+
+def card_activity(rows: Sequence[tuple[str, int, int]], *, width: int = 640) -> str:
+    """``rows``: (day label, taps, sats paid) oldest first: two small charts on one day axis,
+    taps above and sats paid below (two units, so two scales rather than two axes on one)."""
+    taps = vertical_bars(
+        [Bar(label, n) for label, n, _ in rows],
+        title="Taps per day",
+        unit="taps",
+        width=width,
+        height=150,
+    )
+    paid = vertical_bars(
+        [Bar(label, sats) for label, _, sats in rows],
+        title="Paid per day (sats)",
+        unit="sats",
+        width=width,
+        height=150,
+    )
+    return (
+        f"<figure class='activity'><figcaption>Taps per day</figcaption>{taps}</figure>"
+        f"<figure class='activity'><figcaption>Paid per day (sats)</figcaption>{paid}</figure>"
+    )

@@ -4,6 +4,7 @@
     tracker db backup FILE [--force]
     tracker users add NAME --role viewer|admin [--password-stdin]
     tracker users list | disable NAME | remove NAME | passwd NAME [--password-stdin]
+    tracker users role NAME viewer|admin
     tracker stations add NAME | list | revoke NAME | rotate NAME
     tracker issuers add NAME --kind btcpay --url URL --store-id ID --api-key KEY \
         --webhook-secret SECRET [--json]
@@ -27,7 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from tracker import cli_payouts as payout_commands
-from tracker.cli_common import _engine, _json_flag, _refused, _session, _settings
+from tracker.cli_common import _audit, _engine, _json_flag, _refused, _session, _settings
 from tracker.models import Role
 from tracker.settings import SettingsError, TrackerSettings
 
@@ -104,6 +105,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
             user = users.create_user(
                 session, username=args.name, password=password, role=Role(args.role)
             )
+            _audit(session, "user.add", "user", user.username, f"role {user.role.value}")
     except users.UserExists as exc:
         return _refused(exc)
     if args.json:
@@ -163,6 +165,7 @@ def cmd_users_change(args: argparse.Namespace) -> int:
             else:
                 assert password is not None
                 users.set_password(session, username=args.name, password=password)
+            _audit(session, f"user.{args.users_command}", "user", args.name.strip())
     except users.UserNotFound as exc:
         return _refused(exc)
     done = {"disable": "disabled", "remove": "removed", "passwd": "changed the password of"}
@@ -179,12 +182,30 @@ def cmd_users_change(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_role(args: argparse.Namespace) -> int:
+    """Give a user another role; ends its sessions (the new role holds at the next sign-in)."""
+    from tracker.services import users
+
+    try:
+        with _session(_settings(args)) as session:
+            user = users.set_role(session, username=args.name, role=Role(args.role))
+            _audit(session, "user.role", "user", user.username, f"role {user.role.value}")
+    except users.UserNotFound as exc:
+        return _refused(exc)
+    if args.json:
+        print(json.dumps({"username": user.username, "role": user.role.value}))
+    else:
+        print(f"{user.username!r} is now {user.role.value}; its sessions are ended")
+    return 0
+
+
 def cmd_stations_revoke(args: argparse.Namespace) -> int:
     from tracker.services import stations
 
     try:
         with _session(_settings(args)) as session:
             stations.revoke_token(session, name=args.name)
+            _audit(session, "station.revoke", "station", args.name)
     except stations.StationNotFound as exc:
         return _refused(exc)
     if args.json:
@@ -200,6 +221,7 @@ def cmd_stations_rotate(args: argparse.Namespace) -> int:
     try:
         with _session(_settings(args)) as session:
             token = stations.rotate_token(session, name=args.name)
+            _audit(session, "station.rotate", "station", args.name)
     except stations.StationNotFound as exc:
         return _refused(exc)
     if args.json:
@@ -217,6 +239,7 @@ def cmd_stations_add(args: argparse.Namespace) -> int:
     try:
         with _session(settings) as session:
             station, token = stations.create_station(session, name=args.name)
+            _audit(session, "station.add", "station", station.name)
     except stations.StationExists as exc:
         return _refused(exc)
     if args.json:
@@ -390,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "passwd":
             change.add_argument("--password-stdin", action="store_true")
         change.set_defaults(func=cmd_users_change)
+    role = users.add_parser("role", help="give a user another role; ends its sessions")
+    role.add_argument("name")
+    role.add_argument("role", choices=[r.value for r in Role])
+    role.set_defaults(func=cmd_users_role)
 
     stations = sub.add_parser("stations", help="stations and their tokens").add_subparsers(
         dest="stations_command", required=True

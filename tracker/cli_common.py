@@ -42,6 +42,23 @@ def _session(settings: TrackerSettings) -> Iterator[Session]:
         engine.dispose()
 
 
+def _audit(
+    session: Session, action: str, target_type: str, target_id: str, detail: str | None = None
+) -> None:
+    """Record a command's action in the audit log as ``cli:<OS user>`` (after it succeeded;
+    never with a secret in ``detail``)."""
+    from tracker.services import audit
+
+    audit.record(
+        session,
+        actor=audit.cli_actor(),
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        detail=detail,
+    )
+
+
 def _refused(exc: Exception) -> int:
     """Report an expected refusal (the message says what to do); exit status 1."""
     print(f"error: {exc}", file=sys.stderr)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
-from tracker.cli_common import _engine, _json_flag, _refused, _session, _settings
+from tracker.cli_common import _audit, _engine, _json_flag, _refused, _session, _settings
 from tracker.settings import TrackerSettings
 
 
@@ -73,6 +74,10 @@ def cmd_issuers_add(args: argparse.Namespace) -> int:
                 api_key=args.api_key,
                 webhook_secret=args.webhook_secret,
             )
+            # The host only: a URL may carry credentials.
+            host = urlsplit(issuer.url).hostname or "?"
+            _audit(session, "issuer.add", "issuer", issuer.name, f"{host}, store "
+                   f"{issuer.store_id}")
     except (issuers.IssuerExists, issuers.IssuerInvalid, ValueError) as exc:
         return _refused(exc)
     if args.json:
@@ -108,6 +113,7 @@ def cmd_issuers_remove(args: argparse.Namespace) -> int:
     try:
         with _session(settings) as session:
             issuers.remove_issuer(session, name=args.name)
+            _audit(session, "issuer.remove", "issuer", args.name)
     except issuers.IssuerNotFound as exc:
         return _refused(exc)
     print(f"removed issuer {args.name!r} (its payouts stay)")
@@ -158,6 +164,7 @@ def cmd_tokens_add(args: argparse.Namespace) -> int:
     try:
         with _session(settings) as session:
             token_id, token, role = tokens.create_token(session, username=args.user)
+            _audit(session, "token.add", "token", str(token_id), f"for {args.user} ({role})")
     except tokens.TokenError as exc:
         return _refused(exc)
     if args.json:
@@ -175,6 +182,7 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     try:
         with _session(settings) as session:
             revoked = tokens.revoke_token(session, which=args.which)
+            _audit(session, "token.revoke", "token", str(revoked))
     except tokens.TokenError as exc:
         return _refused(exc)
     print(f"revoked token #{revoked}")

@@ -399,15 +399,24 @@ def test_admin_renames_blocks_unblocks_and_notes_a_card(
     assert "Alice&#39;s card" in page
     assert "Alice&#39;s card" in c.get("/cards?q=alice", headers=HTML).text
 
-    c.post(f"/cards/{CARD_A}/status", data={"status": "blocked", **csrf})
+    # The block button leads to a confirm page; posting without a reason is refused.
+    confirm = c.get(f"/cards/{CARD_A}/block", headers=HTML)
+    assert confirm.status_code == 200 and 'name="reason"' in confirm.text
+    no_reason = c.post(f"/cards/{CARD_A}/status", data={"status": "blocked", **csrf})
+    assert no_reason.status_code == 400 and "reason" in no_reason.text
+    assert c.get(f"/api/v1/cards/{CARD_A}/status").json()["status"] == "active"
+    c.post(f"/cards/{CARD_A}/status", data={"status": "blocked", "reason": "lost", **csrf})
     assert c.get(f"/api/v1/cards/{CARD_A}/status").json()["status"] == "blocked"
     refused = c.post("/api/v1/taps", json=make_tap(CARD_A, 2), headers=station_api.headers)
     assert refused.status_code == 403
-    assert "Unblock card" in c.get(f"/cards/{CARD_A}", headers=HTML).text
+    page = c.get(f"/cards/{CARD_A}", headers=HTML).text
+    assert "Unblock card" in page
+    assert "Blocked by <strong>admin</strong>" in page and ": lost." in page
 
-    c.post(f"/cards/{CARD_A}/status", data={"status": "active", **csrf})
+    c.post(f"/cards/{CARD_A}/status", data={"status": "active", "reason": "found", **csrf})
     assert c.get(f"/api/v1/cards/{CARD_A}/status").json()["status"] == "active"
-    assert c.post(f"/cards/{CARD_A}/status", data={"status": "wiped", **csrf}).status_code == 400
+    wipe = {"status": "wiped", "reason": "x", **csrf}
+    assert c.post(f"/cards/{CARD_A}/status", data=wipe).status_code == 400
 
     c.post(f"/cards/{CARD_A}/notes", data={"notes": "lost once, found at till 2", **csrf})
     assert "lost once, found at till 2" in c.get(f"/cards/{CARD_A}", headers=HTML).text

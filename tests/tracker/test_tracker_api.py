@@ -183,9 +183,20 @@ def test_admin_renames_notes_and_blocks_card(
 ) -> None:
     _post_tap(client, station, UID, 1)
     admin = admin_client.client
+    # Blocking without saying why is refused, and changes nothing.
+    for reason in ({}, {"reason": "   "}):
+        no_reason = admin.patch(
+            f"/api/v1/cards/{UID}",
+            json={"alias": "Alice's card", "status": "blocked", **reason},
+            headers=admin_client.write_headers,
+        )
+        assert no_reason.status_code == 422, no_reason.text
+        assert "reason" in no_reason.text
+    assert admin.get(f"/api/v1/cards/{UID}").json()["alias"] is None
     answer = admin.patch(
         f"/api/v1/cards/{UID}",
-        json={"alias": "Alice's card", "notes": "<b>VIP</b>", "status": "blocked"},
+        json={"alias": "Alice's card", "notes": "<b>VIP</b>", "status": "blocked",
+              "reason": "reported lost"},
         headers=admin_client.write_headers,
     )
     assert answer.status_code == 200, answer.text
@@ -195,12 +206,17 @@ def test_admin_renames_notes_and_blocks_card(
         "<b>VIP</b>",
         "blocked",
     )
+    assert (card["blocked_by"], card["blocked_reason"]) == ("admin", "reported lost")
+    blocked_at = datetime.fromisoformat(card["blocked_at"])
+    assert abs((datetime.now(UTC) - blocked_at).total_seconds()) < 60
     blocked = client.post("/api/v1/taps", json=make_tap(UID, 2), headers=station.headers)
     assert blocked.status_code == 403
-    # Unblock: taps flow again.
-    admin.patch(
-        f"/api/v1/cards/{UID}", json={"status": "active"}, headers=admin_client.write_headers
+    # Unblock (with a reason): taps flow again, and the block record is cleared.
+    unblocked = admin.patch(
+        f"/api/v1/cards/{UID}", json={"status": "active", "reason": "found"},
+        headers=admin_client.write_headers,
     )
+    assert unblocked.json()["blocked_by"] is None
     again = client.post("/api/v1/taps", json=make_tap(UID, 2), headers=station.headers)
     assert again.status_code == 201
     # Wiping is not an operator action.

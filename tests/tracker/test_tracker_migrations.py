@@ -29,6 +29,7 @@ TABLES = {
     "api_token",
     "operator_session",
     "login_attempt",
+    "audit_event",
 }
 
 

@@ -563,6 +563,7 @@ class Page(SQLModel, Generic[T]):
     next_cursor: str | None = None
 
 
+from tracker.models.audit import AuditEvent, AuditEventPublic  # noqa: E402, F401
 from tracker.models.card import (  # noqa: E402, F401  (re-exported)
     Card,
     CardBase,

@@ -3,7 +3,7 @@ and the shapes the API and pages show. Part of :mod:`tracker.models` (re-exporte
 
 from datetime import datetime
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from sqlmodel import Field, SQLModel
 
 from tracker.models import BigId, CardStatus, UTCDateTime, utcnow
@@ -24,8 +24,9 @@ class CardUpdate(CheckedInput):
     notes: str | None = Field(default=None, max_length=2000)
     holder: str | None = Field(default=None, max_length=100)
     status: CardStatus | None = None
-    #: Why the card is blocked (required with ``status: blocked`` from the pages).
-    blocked_reason: str | None = Field(default=None, max_length=500)
+    #: Why the card is blocked or unblocked: required with ``status``, kept on the card (who,
+    #: when, why) and in the audit log.
+    reason: str | None = Field(default=None, max_length=500)
 
     @field_validator("status")
     @classmethod
@@ -33,6 +34,14 @@ class CardUpdate(CheckedInput):
         if value is not None and value not in (CardStatus.active, CardStatus.blocked):
             raise ValueError("status can only be set to 'active' or 'blocked'")
         return value
+
+    @model_validator(mode="after")
+    def _status_needs_a_reason(self) -> "CardUpdate":
+        if self.reason is not None:
+            self.reason = self.reason.strip() or None
+        if self.status is not None and self.reason is None:
+            raise ValueError("say why: 'reason' is required to block or unblock a card")
+        return self
 
 
 class Card(CardBase, table=True):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
+from tracker import zones
 from tracker.db import write_lock
 from tracker.events.notify import notify
 from tracker.models import (
@@ -25,6 +28,7 @@ from tracker.models import (
     normalise_uid,
     utcnow,
 )
+from tracker.services import audit
 from tracker.services.filters import like_pattern
 
 #: The refusal code of a tap whose MAC failed: its UID is only what the tap claimed.
@@ -202,23 +206,102 @@ def card_detail(session: Session, *, uid: str) -> CardDetail:
     )
 
 
-def update_card(session: Session, *, uid: str, update: CardUpdate) -> CardPublic:
-    """Admin edit: alias, notes, block/unblock. Only fields present in the request change."""
+#: The fields an admin edits, with the audit action each change records.
+_EDIT_ACTIONS = {"alias": "card.alias", "holder": "card.holder", "notes": "card.notes"}
+
+
+@dataclass(frozen=True)
+class DayActivity:
+    """One day of a card's activity in the operator's zone: trusted taps, sats paid."""
+
+    day: date
+    taps: int
+    paid_sats: int
+
+
+def card_activity(
+    session: Session, *, uid: str, zone: tzinfo, days: int = 30, now: datetime | None = None
+) -> list[DayActivity]:
+    """The last ``days`` days up to today in ``zone``, oldest first, every day present.
+
+    The days are cut in the operator's zone (DST included) by the database: a ``CASE`` over
+    the day starts groups the card's taps (on its ``(card, time)`` index) and its completed
+    payouts, so a busy card costs two small aggregates, not a row per tap."""
+    card = _get(session, uid)
+    today = (now or utcnow()).astimezone(zone).date()
+    first = today - timedelta(days=days - 1)
+    starts = [zones.day_start(first + timedelta(days=i), zone) for i in range(days + 1)]
+
+    def per_day(moment: Any, value: Any, *conditions: Any) -> dict[int, int]:
+        bucket = sa.case(*((moment < starts[i + 1], i) for i in range(days)), else_=-1)
+        rows = session.execute(
+            sa.select(bucket.label("bucket"), value)
+            .where(moment >= starts[0], moment < starts[-1], *conditions)
+            .group_by("bucket")
+        ).all()
+        return {int(b): int(v or 0) for b, v in rows}
+
+    taps = per_day(
+        col(Tap.received_at),
+        sa.func.count(),
+        col(Tap.card_pk) == card.id,
+        col(Tap.verified).is_(True),
+        sa.func.coalesce(col(Tap.reason), "") != UNPROVEN,
+    )
+    paid = per_day(
+        col(Payout.created),
+        sa.func.sum(col(Payout.amount_msat)),
+        col(Payout.card_pk) == card.id,
+        col(Payout.state) == PayoutState.Completed.value,
+    )
+    return [
+        DayActivity(first + timedelta(days=i), taps.get(i, 0), paid.get(i, 0) // 1000)
+        for i in range(days)
+    ]
+
+
+def update_card(
+    session: Session, *, uid: str, update: CardUpdate, actor: audit.Actor
+) -> CardPublic:
+    """Admin edit: alias, holder, notes, block/unblock. Only fields present in the request
+    change. Blocking and unblocking need a reason (the model refuses one without) and record
+    who and when on the card; every change goes into the audit log in the same transaction."""
     with write_lock(session):
-        return _update_card(session, uid=uid, update=update)
+        return _update_card(session, uid=uid, update=update, actor=actor)
 
 
-def _update_card(session: Session, *, uid: str, update: CardUpdate) -> CardPublic:
+def _update_card(
+    session: Session, *, uid: str, update: CardUpdate, actor: audit.Actor
+) -> CardPublic:
     card = _get(session, uid)
     changes = update.model_dump(exclude_unset=True)
-    for field, value in changes.items():
-        if field == "status" and value is not None:
-            value = CardStatus(value).value
-        if field == "status" and value is None:
+    for field, action in _EDIT_ACTIONS.items():
+        if field not in changes:
             continue
-        if field in ("alias", "notes") and isinstance(value, str):
-            value = value.strip() or None
+        value = changes[field]
+        value = (value.strip() or None) if isinstance(value, str) else None
+        if value == getattr(card, field):
+            continue
         setattr(card, field, value)
+        if field == "notes":  # notes may be long or private: the log says only that
+            detail = "notes changed" if value else "notes cleared"
+        else:
+            detail = f"{field} set to {value!r}" if value else f"{field} cleared"
+        audit.add(
+            session, actor=actor, action=action, target_type="card", target_id=card.uid,
+            detail=detail,
+        )
+    status = update.status
+    if status is not None and status.value != card.status:
+        card.status = status.value
+        blocking = status == CardStatus.blocked
+        card.blocked_reason = update.reason if blocking else None
+        card.blocked_by = actor.name if blocking else None
+        card.blocked_at = utcnow() if blocking else None
+        audit.add(
+            session, actor=actor, action="card.block" if blocking else "card.unblock",
+            target_type="card", target_id=card.uid, detail=update.reason,
+        )
     session.add(card)
     notify(session, "card", {"uid": card.uid, "status": card.status, "alias": card.alias})
     session.commit()

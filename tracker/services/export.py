@@ -138,7 +138,7 @@ def _rows(engine: Engine, stmt: Any) -> Iterator[Any]:
             result.close()
 
 
-def _csv(
+def csv_rows(
     engine: Engine, stmt: Any, fields: tuple[str, ...], record: Callable[[Any], dict[str, Any]]
 ) -> Iterator[str]:
     buffer = io.StringIO()
@@ -157,7 +157,7 @@ def _csv(
     yield buffer.getvalue()
 
 
-def _json(engine: Engine, stmt: Any, record: Callable[[Any], dict[str, Any]]) -> Iterator[str]:
+def json_rows(engine: Engine, stmt: Any, record: Callable[[Any], dict[str, Any]]) -> Iterator[str]:
     """A JSON array, one object per line (easy to diff and to stream-parse)."""
     parts: list[str] = ["["]
     first = True
@@ -173,16 +173,16 @@ def _json(engine: Engine, stmt: Any, record: Callable[[Any], dict[str, Any]]) ->
 
 
 def taps_csv(engine: Engine, *, flt: ListFilter) -> Iterator[str]:
-    return _csv(engine, tap_service.filtered_select(flt), TAP_FIELDS, _tap_record)
+    return csv_rows(engine, tap_service.filtered_select(flt), TAP_FIELDS, _tap_record)
 
 
 def taps_json(engine: Engine, *, flt: ListFilter) -> Iterator[str]:
-    return _json(engine, tap_service.filtered_select(flt), _tap_record)
+    return json_rows(engine, tap_service.filtered_select(flt), _tap_record)
 
 
 def payouts_csv(engine: Engine, *, flt: ListFilter) -> Iterator[str]:
-    return _csv(engine, payout_service.filtered_select(flt), PAYOUT_FIELDS, _payout_record)
+    return csv_rows(engine, payout_service.filtered_select(flt), PAYOUT_FIELDS, _payout_record)
 
 
 def payouts_json(engine: Engine, *, flt: ListFilter) -> Iterator[str]:
-    return _json(engine, payout_service.filtered_select(flt), _payout_record)
+    return json_rows(engine, payout_service.filtered_select(flt), _payout_record)

@@ -439,11 +439,18 @@ def login(
     ok = verify_password(password, stored) and user is not None and _role_name(user) in ROLES
     if not ok:
         log.info("failed sign-in from %s", ip)
+        # The typed name is kept only when it names a user: a password typed into the name
+        # field by mistake must not end up on the audit page.
+        if user is not None:
+            _audit(request, "auth.login_failed", user.username, "anonymous", "wrong password")
+        else:
+            _audit(request, "auth.login_failed", "(unknown name)", "anonymous", "no such user")
         return _login_page(
             request, error="Wrong username or password.", status_code=401, username=username
         )
     limiter.succeeded(ip, username)
     log.info("user %s signed in from %s", user.username, ip)
+    _audit(request, "auth.login", user.username, "session")
     response = RedirectResponse(_safe_next(next), status_code=status.HTTP_303_SEE_OTHER)
     issue_session(request, response, user)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
@@ -463,12 +470,28 @@ def logout(request: Request) -> Response:
     from tracker.services import sessions
 
     sid = _session_id(request)
+    user = current_user(request)
     if sid is not None:
         with request.app.state.sessionmaker() as session:
             sessions.end(session, sid=sid)
+    if user is not None:
+        _audit(request, "auth.logout", user.username, "session")
     response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
+
+
+def _audit(
+    request: Request, action: str, actor: str, kind: str, detail: str | None = None
+) -> None:
+    """One sign-in event in the audit log (its own transaction: nothing else is written)."""
+    from tracker.services import audit
+
+    who = audit.Actor(
+        name=actor, kind=kind, address=request.client.host if request.client else None
+    )
+    with request.app.state.sessionmaker() as session:
+        audit.record(session, actor=who, action=action, detail=detail)
 
 
 @functools.cache

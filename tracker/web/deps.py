@@ -29,6 +29,7 @@ from tracker.models.checks import (
     check_optional_moment,
     text_problem,
 )
+from tracker.services import audit
 from tracker.services import stations as station_service
 from tracker.services.filters import InvalidCursor, ListFilter
 from tracker.services.taps import TapRecorder
@@ -126,6 +127,15 @@ def station_or_viewer(request: Request, session: SessionDep) -> StationPublic | 
     if user is None:
         raise _unauthorized("send a station token or sign in at /login")
     return user
+
+
+def actor_of(request: Request, user: CurrentUser) -> audit.Actor:
+    """The audit log's actor for a signed-in operator or an API token, with the address."""
+    return audit.Actor(
+        name=user.username,
+        kind="token" if user.via_token else "session",
+        address=request.client.host if request.client else None,
+    )
 
 
 def require_admin_write(request: Request) -> CurrentUser:

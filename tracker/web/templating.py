@@ -71,7 +71,7 @@ def _fmt_sats(value: Any) -> str:
         return str(value)
 
 
-def _short_uid(value: Any) -> str:
+def short_uid(value: Any) -> str:
     """``04A1…E5F6``: enough to tell cards apart in a list; the full value goes on hover."""
     text = "" if value is None else str(value)
     return text if len(text) <= 10 else f"{text[:4]}…{text[-4:]}"
@@ -112,7 +112,7 @@ def _build_env() -> Environment:
     env.filters["time_cell"] = _time_cell
     env.filters["sats"] = _fmt_sats
     env.filters["badge"] = _badge
-    env.filters["short_uid"] = _short_uid
+    env.filters["short_uid"] = short_uid
     env.filters["short_id"] = _short_id
     env.globals["query"] = _query
     return env

@@ -4,6 +4,7 @@ query lives in ``tracker.services``; shared dependencies are in ``tracker.web.de
 from fastapi import APIRouter
 
 from tracker.web.routes.api import (
+    audit,
     card_registry,
     cards,
     claims,
@@ -15,7 +16,9 @@ from tracker.web.routes.api import (
 )
 
 router = APIRouter()
-for _resource in (taps, tap_batch, claims, card_registry, cards, payouts, stats, stations):
+for _resource in (
+    taps, tap_batch, claims, card_registry, cards, payouts, stats, stations, audit
+):
     router.include_router(_resource.router)
 
 __all__ = ["router"]

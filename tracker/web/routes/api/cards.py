@@ -25,6 +25,7 @@ from tracker.web.deps import (
     AdminWriteDep,
     PageNumber,
     ViewerDep,
+    actor_of,
     not_found,
     one_page,
     page_limit,
@@ -72,12 +73,18 @@ def get_card(uid: str, session: SessionDep, _user: ViewerDep) -> CardDetail:
         raise not_found("card_not_found", str(exc)) from None
 
 
-@router.patch("/cards/{uid}", response_model=CardPublic, summary="Rename, note, block/unblock")
+@router.patch(
+    "/cards/{uid}", response_model=CardPublic, summary="Rename, set holder/notes, block/unblock"
+)
 def patch_card(
-    uid: str, body: CardUpdate, session: SessionDep, _admin: AdminWriteDep
+    uid: str, body: CardUpdate, request: Request, session: SessionDep, admin: AdminWriteDep
 ) -> CardPublic:
+    """Changing ``status`` (``blocked`` / ``active``) needs a ``reason`` (422 without one);
+    the card then records who blocked it, when and why. Every change is in the audit log."""
     try:
-        return card_service.update_card(session, uid=uid_or_422(uid), update=body)
+        return card_service.update_card(
+            session, uid=uid_or_422(uid), update=body, actor=actor_of(request, admin)
+        )
     except card_service.CardNotFound as exc:
         raise not_found("card_not_found", str(exc)) from None
 

@@ -45,7 +45,7 @@ _FILTER_KEYS = (
 )
 
 
-def _parse_moment(text: str, *, end_of_day: bool, zone: tzinfo = UTC) -> datetime:
+def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo = UTC) -> datetime:
     """``YYYY-MM-DD`` (a whole day in the operator's ``zone``; ``until`` includes that day)
     or an ISO 8601 moment (without an offset: in ``zone`` too)."""
     if len(text) == 10:
@@ -81,7 +81,7 @@ def parse_filters(request: Request, *, kind: str) -> Filters:
     for key, end in (("since", False), ("until", True)):
         if raw[key]:
             try:
-                moment = _parse_moment(raw[key], end_of_day=end, zone=operator_zone(request))
+                moment = parse_moment(raw[key], end_of_day=end, zone=operator_zone(request))
                 values[key] = check_moment(moment)
             except (ValueError, OverflowError):
                 errors.append(

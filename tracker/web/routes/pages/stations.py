@@ -9,8 +9,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from tracker.db import SessionDep
+from tracker.services import audit
 from tracker.services import stations as station_service
 from tracker.web.auth import Admin, CSRFChecked, CurrentUser, Viewer
+from tracker.web.deps import actor_of
 from tracker.web.routes.pages.errors import PageRoute
 from tracker.web.templating import render
 
@@ -63,4 +65,11 @@ def add_station(
     except ValueError as exc:
         return _stations_page(request, session, user, error=str(exc), status_code=400)
     log.info("%s added station %s", user.username, station.name)
+    audit.record(
+        session,
+        actor=actor_of(request, user),
+        action="station.add",
+        target_type="station",
+        target_id=station.name,
+    )
     return _stations_page(request, session, user, new_token=token, new_station=station.name)
