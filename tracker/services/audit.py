@@ -163,8 +163,7 @@ class AuditFilter:
     until: datetime | None = None
 
 
-def _to_public(row: AuditEvent) -> AuditEventPublic:
-    assert row.id is not None
+def _to_public(row: Any) -> AuditEventPublic:
     return AuditEventPublic(
         id=row.id,
         at=row.at,
@@ -193,8 +192,9 @@ def filtered_select(flt: AuditFilter) -> sa.Select[Any]:
         conditions.append(col(AuditEvent.at) >= as_utc(flt.since))
     if flt.until is not None:
         conditions.append(col(AuditEvent.at) < as_utc(flt.until))
+    table = AuditEvent.__table__  # type: ignore[attr-defined]
     return (
-        sa.select(AuditEvent)
+        sa.select(*table.columns)
         .where(*conditions)
         .order_by(col(AuditEvent.at).desc(), col(AuditEvent.id).desc())
     )
@@ -212,7 +212,7 @@ def list_events(
         row_id=col(AuditEvent.id),
         cursor=cursor,
         limit=limit,
-        to_public=lambda row: _to_public(row[0]),
+        to_public=_to_public,
     )
 
 
@@ -232,8 +232,7 @@ def actors(session: Session, *, limit: int = 200) -> list[str]:
 # --- exports ---------------------------------------------------------------------------------
 
 
-def _record_of(row: Any) -> dict[str, Any]:
-    event = row[0]
+def _record_of(event: Any) -> dict[str, Any]:
     return {
         "id": event.id,
         "at": event.at,
