@@ -100,7 +100,7 @@ def tracker(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 log.flush()
                 pytest.fail("tracker did not start: " + (tmp_path / "server.log").read_text())
             time.sleep(0.1)
-        yield {"base": base, "token": token}
+        yield {"base": base, "token": token, "env": env}
     finally:
         server.terminate()
         try:
@@ -211,9 +211,13 @@ def test_operator_day_in_a_real_browser(tracker: dict[str, Any], tmp_path: Path)
         page.click("text=Save alias")
         expect(page.locator(".flash")).to_have_text("Alias saved.")
         expect(page.locator("#card-title")).to_have_text("Café <Till> card")
-        page.click("text=Block card")
+        page.click("text=Block card…")  # a confirm page that asks why
+        page.fill("input[name=reason]", "lost at the fair")
+        page.click("#confirm-block")
         expect(page.locator(".flash")).to_have_text("Card blocked.")
         expect(page.locator("#card-status")).to_have_text("blocked")
+        expect(page.locator("#blocked-note")).to_contain_text("Blocked by alice on ")
+        expect(page.locator("#blocked-note")).to_contain_text(": lost at the fair.")
         assert _tap(base, token, CARD, 3).status_code == 403  # stations now refuse it
         page.screenshot(path="/tmp/tracker-card.png", full_page=True)
 

@@ -126,7 +126,7 @@ def test_card_page_shows_identity_payouts_before_taps_and_the_chart(
     page = c.get(f"/cards/{UID}", headers=HTML).text
 
     # Identity: no alias yet, so the short UID, the full UID and card id on hover, a copy button.
-    title = re.search(r'<h1 id="card-title".*?</h1>', page, re.S)
+    title = re.search(r'<h1 class="identity">.*?</h1>', page, re.S)
     assert title is not None
     assert "04A1…E5F6" in title.group(0)
     assert f'title="UID {UID} · card id {"0f" * 16}"' in title.group(0)
