@@ -49,12 +49,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from tracker import migrations
 from tracker.db import make_engine, make_sessionmaker
 from tracker.models import PayoutState
+from tracker.services import audit as audit_service
 from tracker.services import cards as card_service
 from tracker.services import payouts as payout_service
 from tracker.services import stations as station_service
@@ -67,6 +69,7 @@ QUERY_TARGET_MS = 100.0
 INGEST_TARGET = 1000.0
 RSS_TARGET_MB = 200.0
 CLIENTS = 8
+BERLIN = ZoneInfo("Europe/Berlin")  # an operator zone that is not UTC
 
 
 @dataclass(frozen=True)
@@ -334,6 +337,21 @@ def query_latencies(url: str, sizes: Sizes, now: datetime, backend: str) -> list
         tap_service.list_taps(s, flt=ListFilter(card=uid), limit=50)
         payout_service.list_payouts(s, flt=ListFilter(card=uid), limit=50)
 
+    def card_page_full(s: Any) -> None:
+        """What /cards/{uid} runs for an admin since issue 12: also the 30-day activity
+        chart (two aggregates cut at the operator's day starts) and the card's audit rows."""
+        uid = rnd.choice(uids)
+        card_page_of(s, uid)
+        card_service.card_activity(s, uid=uid, zone=BERLIN, now=now)
+        audit_service.list_events(
+            s, flt=audit_service.AuditFilter(target_type="card", target_id=uid), limit=10
+        )
+
+    def card_page_of(s: Any, uid: str) -> None:
+        card_service.card_detail(s, uid=uid)
+        tap_service.list_taps(s, flt=ListFilter(card=uid), limit=50)
+        payout_service.list_payouts(s, flt=ListFilter(card=uid), limit=50)
+
     def filtered_payouts(s: Any) -> None:
         flt = ListFilter(
             state=PayoutState.Completed,
@@ -361,6 +379,7 @@ def query_latencies(url: str, sizes: Sizes, now: datetime, backend: str) -> list
         ("dashboard: stats 30d + 50 recent payouts", dashboard, 1),
         ("stats, all time", stats_all_time, 1),
         ("per-card page: detail + taps + payouts", card_page, 1),
+        ("per-card page + 30-day activity + audit rows", card_page_full, 1),
         ("filtered payouts page (state+station+amount+since)", filtered_payouts, 1),
         ("payouts by state, 5 pages by cursor (per page)", deep_page, 5),
         ("cards search", cards_search, 1),

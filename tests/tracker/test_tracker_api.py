@@ -245,6 +245,8 @@ def test_admin_renames_notes_and_blocks_card(
         "/api/v1/stations",
         "/api/v1/taps/export.csv",
         "/api/v1/payouts/export.json",
+        "/api/v1/audit",
+        "/api/v1/audit/export.csv",
     ],
 )
 def test_operator_reads_need_a_session(
