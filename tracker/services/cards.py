@@ -25,6 +25,7 @@ from tracker.models import (
     Station,
     Tap,
     TapOutcome,
+    UTCDateTime,
     normalise_uid,
     utcnow,
 )
@@ -206,10 +207,6 @@ def card_detail(session: Session, *, uid: str) -> CardDetail:
     )
 
 
-#: The fields an admin edits, with the audit action each change records.
-_EDIT_ACTIONS = {"alias": "card.alias", "holder": "card.holder", "notes": "card.notes"}
-
-
 @dataclass(frozen=True)
 class DayActivity:
     """One day of a card's activity in the operator's zone: trusted taps, sats paid."""
@@ -219,45 +216,69 @@ class DayActivity:
     paid_sats: int
 
 
+#: How many days the card page's activity chart shows (today included).
+ACTIVITY_DAYS = 30
+
+
+def _per_day(moment: Any, value: Any, card_pk: Any, *conditions: Any) -> sa.Select[Any]:
+    """``(day index, value)`` per day for one card (``:uid``) between the day starts
+    ``:d0 … :d30``. Built once at import: the 30-branch ``CASE`` costs ~1.5 ms of CPU to
+    build per call, and a prebuilt statement also stays in SQLAlchemy's compiled cache."""
+    starts = [sa.bindparam(f"d{i}", type_=UTCDateTime()) for i in range(ACTIVITY_DAYS + 1)]
+    bucket = sa.case(
+        *((moment < starts[i + 1], i) for i in range(ACTIVITY_DAYS)), else_=-1
+    ).label("bucket")
+    card = sa.select(col(Card.id)).where(col(Card.uid) == sa.bindparam("uid"))
+    return (
+        sa.select(bucket, value)
+        .where(card_pk == card.scalar_subquery(), moment >= starts[0], moment < starts[-1])
+        .where(*conditions)
+        .group_by("bucket")
+    )
+
+
+_TAPS_PER_DAY = _per_day(
+    col(Tap.received_at),
+    sa.func.count(),
+    col(Tap.card_pk),
+    col(Tap.verified).is_(True),  # unproven taps are not the card's (see card_detail)
+    sa.func.coalesce(col(Tap.reason), "") != UNPROVEN,
+)
+_PAID_PER_DAY = _per_day(
+    col(Payout.created),
+    sa.func.coalesce(sa.func.sum(col(Payout.amount_msat)), 0),
+    col(Payout.card_pk),
+    col(Payout.state) == PayoutState.Completed.value,
+)
+
+
 def card_activity(
-    session: Session, *, uid: str, zone: tzinfo, days: int = 30, now: datetime | None = None
+    session: Session, *, uid: str, zone: tzinfo, now: datetime | None = None
 ) -> list[DayActivity]:
-    """The last ``days`` days up to today in ``zone``, oldest first, every day present.
+    """The last :data:`ACTIVITY_DAYS` days up to today in ``zone``, oldest first, every day
+    present (zeros for a card never seen).
 
     The days are cut in the operator's zone (DST included) by the database: a ``CASE`` over
-    the day starts groups the card's taps (on its ``(card, time)`` index) and its completed
-    payouts, so a busy card costs two small aggregates, not a row per tap."""
-    card = _get(session, uid)
+    the day starts groups the card's trusted taps (on its ``(card, time)`` index) and its
+    completed payouts by creation time, so a busy card costs two small aggregates, not a row
+    per tap."""
     today = (now or utcnow()).astimezone(zone).date()
-    first = today - timedelta(days=days - 1)
-    starts = [zones.day_start(first + timedelta(days=i), zone) for i in range(days + 1)]
-
-    def per_day(moment: Any, value: Any, *conditions: Any) -> dict[int, int]:
-        bucket = sa.case(*((moment < starts[i + 1], i) for i in range(days)), else_=-1)
-        rows = session.execute(
-            sa.select(bucket.label("bucket"), value)
-            .where(moment >= starts[0], moment < starts[-1], *conditions)
-            .group_by("bucket")
-        ).all()
-        return {int(b): int(v or 0) for b, v in rows}
-
-    taps = per_day(
-        col(Tap.received_at),
-        sa.func.count(),
-        col(Tap.card_pk) == card.id,
-        col(Tap.verified).is_(True),
-        sa.func.coalesce(col(Tap.reason), "") != UNPROVEN,
-    )
-    paid = per_day(
-        col(Payout.created),
-        sa.func.sum(col(Payout.amount_msat)),
-        col(Payout.card_pk) == card.id,
-        col(Payout.state) == PayoutState.Completed.value,
-    )
+    first = today - timedelta(days=ACTIVITY_DAYS - 1)
+    params: dict[str, Any] = {
+        f"d{i}": zones.day_start(first + timedelta(days=i), zone)
+        for i in range(ACTIVITY_DAYS + 1)
+    }
+    params["uid"] = normalise_uid(uid)
+    taps = {int(b): int(n) for b, n in session.execute(_TAPS_PER_DAY, params).all()}
+    paid = {int(b): int(m) for b, m in session.execute(_PAID_PER_DAY, params).all()}
     return [
         DayActivity(first + timedelta(days=i), taps.get(i, 0), paid.get(i, 0) // 1000)
-        for i in range(days)
+        for i in range(ACTIVITY_DAYS)
     ]
+
+
+#: The fields an admin edits, with the audit action each change records.
+_EDIT_ACTIONS = {"alias": "card.alias", "holder": "card.holder", "notes": "card.notes"}
 
 
 def update_card(

@@ -3,12 +3,14 @@ action and dates in the operator's zone; paged; exports of exactly what is filte
 
 from __future__ import annotations
 
+from datetime import datetime
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tracker.db import SessionDep
+from tracker.models import AuditEventPublic
 from tracker.models.checks import check_moment
 from tracker.services import audit
 from tracker.services.filters import InvalidCursor
@@ -26,26 +28,25 @@ _KEYS = ("actor", "action", "since", "until")
 def audit_page(request: Request, session: SessionDep, user: Admin) -> Response:
     raw = {k: request.query_params.get(k, "").strip()[:120] for k in _KEYS}
     errors: list[str] = []
-    values: dict[str, object] = {}
-    if raw["actor"]:
-        values["actor"] = raw["actor"]
-    if raw["action"]:
-        if raw["action"] in audit.ACTIONS:
-            values["action"] = raw["action"]
-        else:
-            errors.append(f"Unknown action {raw['action']!r}.")
+    action = raw["action"] or None
+    if action is not None and action not in audit.ACTIONS:
+        errors.append(f"Unknown action {action!r}.")
+        action = None
     zone = operator_zone(request)
+    moments: dict[str, datetime | None] = {"since": None, "until": None}
     for key, end in (("since", False), ("until", True)):
         if raw[key]:
             try:
-                values[key] = check_moment(parse_moment(raw[key], end_of_day=end, zone=zone))
+                moments[key] = check_moment(parse_moment(raw[key], end_of_day=end, zone=zone))
             except (ValueError, OverflowError):
                 errors.append(
                     f"{key.capitalize()} must be a date like 2026-11-26, between 1970 and 2099."
                 )
-    flt = audit.AuditFilter(**values)  # type: ignore[arg-type]
+    flt = audit.AuditFilter(
+        actor=raw["actor"] or None, action=action, since=moments["since"], until=moments["until"]
+    )
     cursor = request.query_params.get("cursor") or None
-    items: list[audit.AuditEventPublic] = []
+    items: list[AuditEventPublic] = []
     next_cursor = None
     if not errors:
         try:
