@@ -81,6 +81,22 @@ def test_activity_days_are_cut_in_the_operators_zone(
     assert sum(d.taps for d in utc) == 2  # October is outside the 30 days
 
 
+def test_activity_follows_a_daylight_saving_change(
+    engine: Engine, session: Session, admin_client: OperatorClient, station_token: str
+) -> None:
+    """Berlin leaves summer time on 25 October 2026: 22:30 UTC on the 24th is 00:30 on the
+    25th there (UTC+2 until 03:00), while 23:30 UTC on the 25th is still the 26th (UTC+1)."""
+    first = _tap(admin_client, station_token, 1)
+    second = _tap(admin_client, station_token, 2)
+    _set_received(engine, first["id"], datetime(2026, 10, 24, 22, 30, tzinfo=UTC))
+    _set_received(engine, second["id"], datetime(2026, 10, 25, 23, 30, tzinfo=UTC))
+    days = card_service.card_activity(
+        session, uid=UID, zone=ZoneInfo("Europe/Berlin"), now=datetime(2026, 11, 1, tzinfo=UTC)
+    )
+    busy = {d.day.isoformat(): d.taps for d in days if d.taps}
+    assert busy == {"2026-10-25": 1, "2026-10-26": 1}
+
+
 def test_blocking_needs_a_reason_and_records_who_when_and_why(
     session: Session, admin_client: OperatorClient, station_token: str
 ) -> None:
