@@ -179,6 +179,8 @@ def test_holder_and_notes_are_saved_and_hostile_input_is_a_friendly_400(
         answer = c.post(f"/cards/{UID}/{field}", data={field: value, **csrf})
         assert answer.status_code == 400, (field, answer.status_code)
         assert "text/html" in answer.headers["content-type"]
+        assert f"{field}: " in answer.text  # says which field was wrong…
+        assert value not in answer.text  # …without echoing what was sent
     notes = c.post(f"/cards/{UID}/notes", data={"notes": "first line\nsecond line", **csrf})
     assert "second line" in notes.text
     assert c.get(f"/api/v1/cards/{UID}").json()["holder"] == "Bob <the baker>"

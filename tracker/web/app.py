@@ -34,7 +34,7 @@ from tracker.web import apidocs, background
 from tracker.web.deps import check_request_text
 from tracker.web.limits import RequestGate
 from tracker.web.routes import api, metrics, pages, webhooks
-from tracker.web.routes.pages.errors import error_page, wants_html
+from tracker.web.routes.pages.errors import error_page, validation_message, wants_html
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if not _is_api(request) and wants_html(request):
             # Routes outside the pages' router (the sign-in form) get the same readable 400.
             log.info("bad request to %s: %s", request.url.path, exc.errors())
-            return error_page(request, 400, "Some of the values sent were not valid.")
+            return error_page(request, 400, validation_message(exc))
         if _is_api(request) or previous_validation is None:
             errors = [
                 {

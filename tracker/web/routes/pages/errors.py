@@ -52,6 +52,20 @@ def error_page(request: Request, status_code: int, message: str) -> Response:
     )
 
 
+def validation_message(exc: RequestValidationError) -> str:
+    """What was wrong, by field and rule ("holder: String should have at most 100
+    characters"), never the value sent (it may be long, hostile or a password)."""
+    problems = []
+    for err in exc.errors()[:5]:
+        field = next((str(p) for p in reversed(err.get("loc", ())) if isinstance(p, str)), "")
+        rule = str(err.get("msg", "invalid"))
+        problems.append(f"{field}: {rule}" if field else rule)
+    detail = "; ".join(dict.fromkeys(problems))
+    return "Some of the values sent were not valid" + (f" ({detail})" if detail else "") + (
+        ". Go back, correct them and send again."
+    )
+
+
 def server_error_page(request: Request, exc: BaseException) -> Response:
     """Log the detail with a reference the operator can quote; show only the reference."""
     reference = secrets.token_hex(4)
@@ -94,7 +108,7 @@ class PageRoute(APIRoute):
                 if not wants_html(request):
                     raise
                 log.info("bad request to %s: %s", request.url.path, exc.errors())
-                return error_page(request, 400, "Some of the values sent were not valid.")
+                return error_page(request, 400, validation_message(exc))
             except Exception as exc:
                 if not wants_html(request):
                     raise
