@@ -216,9 +216,15 @@ def test_block_goes_through_a_confirm_page_and_shows_who_and_when(
     assert re.sub(r"\s+", " ", note.group(1)).strip().startswith(
         f"Blocked by <strong>admin</strong> on {shown} ({zone}): stolen at the fair."
     )
-    # A viewer sees the note but gets no confirm page and cannot post.
+    history = re.search(r'<div class="panel" id="card-history">.*?</table>', done.text, re.S)
+    assert history is not None
+    assert re.findall(r'data-action="([^"]+)"', history.group(0)) == ["card.block"]
+    assert "stolen at the fair" in history.group(0)
+    # A viewer sees the note, not the audit rows, gets no confirm page and cannot post.
     v = viewer_client.client
-    assert "Blocked by <strong>admin</strong>" in v.get(f"/cards/{UID}", headers=HTML).text
+    viewer_page = v.get(f"/cards/{UID}", headers=HTML).text
+    assert "Blocked by <strong>admin</strong>" in viewer_page
+    assert 'id="card-history"' not in viewer_page
     assert v.get(f"/cards/{UID}/unblock", headers=HTML).status_code == 403
     refused = v.post(
         f"/cards/{UID}/status",
