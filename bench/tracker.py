@@ -528,11 +528,11 @@ def ingest(url: str, sizes: Sizes, workdir: Path, backend: str, workers: int) ->
         before = conn.execute(sa.text("SELECT COUNT(*) FROM tap")).scalar_one()
     with server(url, workdir, workers=workers) as (base, pid):
         cpu_before = _cpu_seconds(pid, children=workers > 1)
-        db_before = _postgres_cpu_seconds()
+        db_before = _postgres_cpu_seconds(url)
         own_before = time.process_time()
         codes, seconds = asyncio.run(_post_all(base, tokens, sizes.ingest))
         server_cpu = _cpu_seconds(pid, children=workers > 1) - cpu_before
-        db_cpu = _postgres_cpu_seconds() - db_before
+        db_cpu = _postgres_cpu_seconds(url) - db_before
         client_cpu = time.process_time() - own_before
     sent = sum(codes.values())
     with engine.connect() as conn:
@@ -589,22 +589,29 @@ def _cpu_seconds(pid: int, *, children: bool = False) -> float:
     return total
 
 
-def _postgres_cpu_seconds() -> float:
-    """user+system CPU of every local ``postgres`` process (0 where /proc does not show them).
+def _postgres_cpu_seconds(url: str | None = None) -> float:
+    """user+system CPU of the local ``postgres`` processes (0 where /proc does not show them):
+    with ``url``, only the backends connected to that database (their process title names
+    it), so other users of the same server (tests running beside the bench) do not count.
+    The shared background processes (WAL writer, checkpointer) are left out then.
 
     PostgreSQL shares the machine's cores with the server and the load generator, so its CPU
     per tap is part of what an ingest figure costs; this reads it from outside the database.
     """
     ticks = os.sysconf("SC_CLK_TCK")
+    dbname = f" {url.rsplit('/', 1)[1]} ".encode() if url else None
     total = 0.0
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         with contextlib.suppress(OSError):
             stat = (proc / "stat").read_text()
-            if stat.split(" (", 1)[1].startswith("postgres)"):
-                fields = stat.rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / ticks
+            if not stat.split(" (", 1)[1].startswith("postgres)"):
+                continue
+            if dbname is not None and dbname not in (proc / "cmdline").read_bytes():
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
     return total
 
 

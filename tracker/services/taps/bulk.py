@@ -9,9 +9,9 @@ Here a run costs a handful of statements whatever its length:
 2. :func:`~tracker.services.taps.plan.plan_run` decides in Python what recording the taps one
    by one would answer (looking up idempotency keys only for taps whose counter did not move
    up), and where the general path must take over;
-3. the unknown cards, the taps (multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` on
-   PostgreSQL), one compare-and-set result per card (its highest counter), the live events
-   (``pg_notify`` per tap, delivered on commit), then one commit.
+3. the unknown cards, the taps (on PostgreSQL one ``INSERT … SELECT … ON CONFLICT DO NOTHING
+   RETURNING`` for the run, announcing each tap with ``pg_notify``, delivered on commit), one
+   compare-and-set result per card (its highest counter), then one commit.
 
 The compare-and-set is the same as the single path's: the locked rows are what the plan
 compared against, so a concurrent writer either waits for the run or the run waits for it.
@@ -22,6 +22,7 @@ half-done is ever committed, and the general path answers the tap that stopped i
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -30,7 +31,7 @@ from typing import Any
 import psycopg
 
 from tracker.db import Database
-from tracker.events.notify import CHANNEL, encode
+from tracker.events.notify import CHANNEL
 from tracker.models import TapCreate, UTCDateTime
 from tracker.services.filters import as_utc
 from tracker.services.taps.plan import CardState, Plan, StoredKey, answers, plan_run
@@ -85,38 +86,51 @@ class BulkPath:
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 
+# Lists travel as one JSON text each: psycopg dumps Python lists into arrays in Python (quoting
+# every string), which cost more server CPU than the rest of the run together (py-spy).
 _PG_CARDS = (
     "SELECT uid, id, last_counter, status = 'blocked', card_id FROM card"
-    " WHERE uid = ANY(%(uids)s) ORDER BY uid FOR UPDATE"
+    " WHERE uid = ANY(ARRAY(SELECT json_array_elements_text(%(uids)s::json)))"
+    " ORDER BY uid FOR UPDATE"
 )
-_PG_KEYS = "SELECT idempotency_key, id, station_pk FROM tap WHERE idempotency_key = ANY(%(keys)s)"
+_PG_KEYS = (
+    "SELECT idempotency_key, id, station_pk FROM tap"
+    " WHERE idempotency_key = ANY(ARRAY(SELECT json_array_elements_text(%(keys)s::json)))"
+)
 _PG_NEW_CARDS = """
     INSERT INTO card (uid, card_id, status, first_seen, last_seen)
     SELECT u, c, 'active', %(now)s, %(now)s
-      FROM unnest(%(uids)s::text[], %(card_ids)s::text[]) AS v(u, c)
+      FROM json_to_recordset(%(cards)s::json) AS v(u text, c text)
     ON CONFLICT (uid) DO NOTHING
     RETURNING uid, id
 """
-# Inserted in the run's order (ids rise with it); taken keys are skipped and show up as
-# missing from RETURNING.
+# Inserted in the run's order (ids rise with it); a taken key is skipped and shows up as
+# missing from the answer. Each stored tap is announced on commit, as the single path does.
 _PG_TAPS = """
-    INSERT INTO tap (card_pk, station_pk, counter, station_time, received_at, outcome, reason,
-                     issuer_host, idempotency_key, verified)
-    SELECT c, %(station_pk)s, n, t, %(now)s, 'accepted', r, h, k, true
-      FROM unnest(%(card_pks)s::bigint[], %(counters)s::bigint[],
-                  %(times)s::timestamptz[], %(reasons)s::text[], %(hosts)s::text[],
-                  %(keys)s::text[]) WITH ORDINALITY AS v(c, n, t, r, h, k, o)
-     ORDER BY o
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING idempotency_key, id
+    WITH ins AS (
+        INSERT INTO tap (card_pk, station_pk, counter, station_time, received_at, outcome,
+                         reason, issuer_host, idempotency_key, verified)
+        SELECT c, %(station_pk)s, n, t, %(now)s, 'accepted', r, h, k, true
+          FROM json_to_recordset(%(taps)s::json)
+               AS v(o int, c bigint, n bigint, t timestamptz, r text, h text, k text)
+         ORDER BY o
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING id, idempotency_key, card_pk, counter
+    )
+    SELECT ins.idempotency_key, ins.id,
+           pg_notify(%(channel)s, json_build_object(
+               'topic', 'tap',
+               'data', json_build_object(
+                   'id', ins.id, 'uid', card.uid, 'station', CAST(%(station)s AS text),
+                   'counter', ins.counter, 'outcome', 'accepted'))::text)
+      FROM ins JOIN card ON card.id = ins.card_pk
 """
 _PG_CARD_UPDATE = """
     UPDATE card SET last_counter = v.n, last_seen = %(now)s,
                     card_id = coalesce(card.card_id, v.c)
-      FROM unnest(%(pks)s::bigint[], %(counters)s::bigint[], %(card_ids)s::text[]) AS v(pk, n, c)
+      FROM json_to_recordset(%(cards)s::json) AS v(pk bigint, n bigint, c text)
      WHERE card.id = v.pk
 """
-_PG_NOTIFY = "SELECT count(pg_notify(%(channel)s, p)) FROM unnest(%(payloads)s::text[]) AS p"
 
 
 class PgBulkPath(BulkPath):
@@ -157,11 +171,11 @@ class PgBulkPath(BulkPath):
         uids = sorted({t.card_uid for t in taps})
         cards = {
             row[0]: CardState(int(row[1]), row[2], bool(row[3]), row[4])
-            for row in cur.execute(_PG_CARDS, {"uids": uids}).fetchall()
+            for row in cur.execute(_PG_CARDS, {"uids": json.dumps(uids)}).fetchall()
         }
 
         def look_up(keys: list[str]) -> dict[str, StoredKey]:
-            rows = cur.execute(_PG_KEYS, {"keys": keys}).fetchall()
+            rows = cur.execute(_PG_KEYS, {"keys": json.dumps(keys)}).fetchall()
             return {r[0]: StoredKey(int(r[1]), int(r[2])) for r in rows}
 
         plan = self._plan(taps, cards, station_id, look_up)
@@ -169,42 +183,34 @@ class PgBulkPath(BulkPath):
             return []
         pks = {uid: card.pk for uid, card in cards.items()}
         if plan.new_cards:
-            made = cur.execute(_PG_NEW_CARDS, {
-                "now": now, "uids": plan.new_cards,
-                "card_ids": [plan.cards[u].card_id for u in plan.new_cards],
-            }).fetchall()
+            made = cur.execute(_PG_NEW_CARDS, {"now": now, "cards": json.dumps(
+                [{"u": uid, "c": plan.cards[uid].card_id} for uid in plan.new_cards]
+            )}).fetchall()
             pks.update({row[0]: int(row[1]) for row in made})
             for uid in plan.new_cards:
                 if uid not in pks:  # created by another writer since the lock: plan again
                     raise _Cut(next(i for i, t in enumerate(taps) if t.card_uid == uid))
-        rows = [taps[i] for i in plan.inserts]
-        stored = dict(cur.execute(_PG_TAPS, {
-            "station_pk": station_id, "now": now,
-            "card_pks": [pks[t.card_uid] for t in rows],
-            "counters": [t.counter for t in rows],
-            "times": [as_utc(t.station_time) for t in rows],
-            "reasons": [t.reason for t in rows],
-            "hosts": [t.issuer_host for t in rows],
-            "keys": [t.idempotency_key for t in rows],
-        }).fetchall())
+        rows = []
+        for i in plan.inserts:
+            tap = taps[i]
+            moment = as_utc(tap.station_time)
+            rows.append({"o": len(rows), "c": pks[tap.card_uid], "n": tap.counter,
+                         "t": moment.isoformat() if moment else None, "r": tap.reason,
+                         "h": tap.issuer_host, "k": tap.idempotency_key})
+        stored = {r[0]: int(r[1]) for r in cur.execute(_PG_TAPS, {
+            "station_pk": station_id, "now": now, "taps": json.dumps(rows),
+            "channel": CHANNEL, "station": station_name,
+        }).fetchall()}
         ids: dict[int, int] = {}
         for i in plan.inserts:
             tap_id = stored.get(taps[i].idempotency_key)
             if tap_id is None:  # the key was taken since the plan: stop before this tap
                 raise _Cut(i)
-            ids[i] = int(tap_id)
-        changed = list(plan.cards.items())
-        cur.execute(_PG_CARD_UPDATE, {
-            "now": now,
-            "pks": [pks[uid] for uid, _ in changed],
-            "counters": [c.last_counter for _, c in changed],
-            "card_ids": [c.card_id for _, c in changed],
-        })
-        cur.execute(_PG_NOTIFY, {"channel": CHANNEL, "payloads": [
-            encode("tap", {"id": ids[i], "uid": taps[i].card_uid, "station": station_name,
-                           "counter": taps[i].counter, "outcome": "accepted"})
-            for i in plan.inserts
-        ]})
+            ids[i] = tap_id
+        cur.execute(_PG_CARD_UPDATE, {"now": now, "cards": json.dumps([
+            {"pk": pks[uid], "n": change.last_counter, "c": change.card_id}
+            for uid, change in plan.cards.items()
+        ])})
         return answers(plan, ids)
 
 
