@@ -194,3 +194,67 @@ def test_concurrent_batches_on_the_same_cards_store_each_tap_once(
     assert count_rows(engine, "card", "last_counter = 25") == len(cards)
     winners = [x[0] for x in (*mine, *theirs) if isinstance(x, tuple)]
     assert len(set(winners)) == len(taps)
+
+
+def test_random_backlogs_get_the_one_by_one_answers(
+    engine: Engine, station: StationCredentials
+) -> None:
+    """Seeded random backlogs (five cards, counters jumping back and forth, repeats, a blocked
+    card, refused taps): ``record_many`` answers each tap as ``record`` called tap by tap
+    does, for a twin set of cards, and leaves the same rows."""
+    import random
+
+    from tracker.services.taps import CardBlocked
+
+    database = Database(engine)
+    recorder = TapRecorder(database)
+    with database.sessions() as s:
+        me = int(s.connection().execute(sa.text("SELECT id FROM station")).scalar_one())
+
+    def outcome_of(world: int, got: Any) -> Any:
+        if isinstance(got, CounterConflict):
+            return "409", got.last_counter
+        if isinstance(got, CardBlocked):
+            return "403", None
+        tap_id, created = got
+        key = neutral(world, key_of(engine, tap_id))
+        return ("201" if created else "200"), key if key[1] == ":" else "a station key"
+
+    for seed in range(6):
+        rnd = random.Random(seed)
+        singles_world, batch_world = 10 + 2 * seed, 11 + 2 * seed
+        reports = []
+        for _ in range(120):
+            card = rnd.choice("XNYWZ")
+            if rnd.random() < 0.1:
+                reports.append(("refused", card, 0))
+            else:
+                reports.append(("accepted", card, rnd.randint(1, 40)))
+
+        def taps_for(world: int, chosen: list[tuple[str, str, int]] = reports) -> list[TapCreate]:
+            return [TapCreate.model_validate(
+                tap(world, card, n) if kind == "accepted"
+                else tap(world, card, n, outcome="refused", reason="bad_cmac"))
+                for kind, card, n in chosen]
+
+        for world in (singles_world, batch_world):
+            recorder.record(TapCreate.model_validate(tap(world, "W", 3)),
+                            station_name=station.name, station_id=me)
+            recorder.record(TapCreate.model_validate(tap(world, "Y", 20)),
+                            station_name=station.name, station_id=me)
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE card SET status = 'blocked' WHERE uid = :u"),
+                             {"u": uid_of(world, "W")})
+        singles = []
+        for one in taps_for(singles_world):
+            try:
+                public, created = recorder.record(one, station_name=station.name,
+                                                  station_id=me)
+                singles.append(outcome_of(singles_world, (public.id, created)))
+            except (CounterConflict, CardBlocked) as refusal:
+                singles.append(outcome_of(singles_world, refusal))
+        batched = [outcome_of(batch_world, got) for got in recorder.record_many(
+            taps_for(batch_world), station_name=station.name, station_id=me)]
+        assert batched == singles, seed
+        assert rows(engine, batch_world) == rows(engine, singles_world), seed
+        assert {code for code, _ in singles} >= {"201", "200", "409", "403"}, seed

@@ -190,7 +190,7 @@ class PgBulkPath(BulkPath):
             for uid in plan.new_cards:
                 if uid not in pks:  # created by another writer since the lock: plan again
                     raise _Cut(next(i for i, t in enumerate(taps) if t.card_uid == uid))
-        rows = []
+        rows: list[dict[str, Any]] = []
         for i in plan.inserts:
             tap = taps[i]
             moment = as_utc(tap.station_time)

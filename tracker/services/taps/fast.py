@@ -199,7 +199,8 @@ class SqliteFastPath:
                 # Out of the pool for good: the pool could make the loop wait for a connection.
                 raw = self.database.engine.raw_connection()
                 raw.detach()  # closed by close() (the app's shutdown)
-                raw.dbapi_connection.execute("PRAGMA busy_timeout=0")
+                driver: Any = raw.dbapi_connection
+                driver.execute("PRAGMA busy_timeout=0")
                 self._now = raw
             return self._store_on(self._now, station_id=station_id, tap=tap, now=now)
         except sqlite3.OperationalError as exc:
