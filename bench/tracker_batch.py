@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench import quick
-from bench.tracker import (
+from bench._tracker_rig import (
     Unavailable,
     _cpu_seconds,
     _make_stations,
