@@ -13,6 +13,8 @@ import threading
 import uuid
 from typing import Any
 
+import psycopg
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -258,3 +260,28 @@ def test_random_backlogs_get_the_one_by_one_answers(
         assert batched == singles, seed
         assert rows(engine, batch_world) == rows(engine, singles_world), seed
         assert {code for code, _ in singles} >= {"201", "200", "409", "403"}, seed
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_batch_after_the_database_dropped_its_connections_is_stored_once(
+    client: TestClient, station: StationCredentials, engine: Engine
+) -> None:
+    """Pooled connections are not pinged before use: after a restart (here: every backend of
+    the test database terminated) the next batch is stored, each tap once."""
+    first = [tap(1, "X", n) for n in range(1, 4)]
+    resp = client.post("/api/v1/taps/batch", json={"taps": first}, headers=station.headers)
+    assert [r["status"] for r in resp.json()["results"]] == [201, 201, 201]
+    with psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(False)) as pg:
+        pg.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    second = [tap(1, "X", n) for n in range(2, 9)]
+    resp = client.post("/api/v1/taps/batch", json={"taps": second}, headers=station.headers)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    done = [r["status"] for r in answer["results"]]
+    assert done == [200, 200, 201, 201, 201, 201, 201]
+    assert answer["complete"] is True  # recovered on fresh connections: nothing to resend
+    assert count_rows(engine, "tap") == 8
+    assert count_rows(engine, "card", "last_counter = 8") == 1
