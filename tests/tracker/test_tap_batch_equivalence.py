@@ -10,6 +10,7 @@ set back below a stored tap), and afterwards their answers and their rows must m
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -20,9 +21,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from tracker_testlib import StationCredentials, count_rows, make_station, make_tap
 
-from tracker.db import Database
+from tracker.db import Database, make_engine
 from tracker.models import TapCreate
 from tracker.services.taps import CounterConflict, TapRecorder
+from tracker.settings import TrackerSettings
+from tracker.web.app import create_app
 
 # Card letters; each world gets its own UIDs for them.
 CARDS = "XNYWRZ"
@@ -285,3 +288,35 @@ def test_a_batch_after_the_database_dropped_its_connections_is_stored_once(
     assert answer["complete"] is True  # recovered on fresh connections: nothing to resend
     assert count_rows(engine, "tap") == 8
     assert count_rows(engine, "card", "last_counter = 8") == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_batch_while_the_write_lock_is_held_elsewhere_gets_503_and_stores_nothing(
+    settings: TrackerSettings, station: StationCredentials, engine: Engine
+) -> None:
+    """SQLite's write lock held by another connection (a backup, another process): the batch
+    is answered 503 with Retry-After after the busy timeout, nothing half-stored; sent again
+    once the lock is free, every tap is stored."""
+    import sqlite3
+
+    served = make_engine(settings)  # the busy timeout `tracker serve` has
+    batch = [tap(1, "X", n) for n in range(1, 6)]
+    holder = sqlite3.connect(str(engine.url.database), timeout=0)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with TestClient(create_app(settings, engine=served)) as client:
+            started = time.monotonic()
+            resp = client.post("/api/v1/taps/batch", json={"taps": batch},
+                               headers=station.headers)
+            assert time.monotonic() - started < 5
+    finally:
+        holder.rollback()
+        holder.close()
+    assert resp.status_code == 503, resp.text
+    assert int(resp.headers["retry-after"]) >= 1
+    assert count_rows(engine, "tap") == 0
+    with TestClient(create_app(settings, engine=served)) as client:
+        again = client.post("/api/v1/taps/batch", json={"taps": batch}, headers=station.headers)
+    assert [r["status"] for r in again.json()["results"]] == [201] * 5
+    assert count_rows(engine, "tap") == 5
+    served.dispose()
