@@ -32,19 +32,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
 import secrets
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,13 +50,22 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from bench._tracker_rig import (
+    Unavailable,
+    _cpu_seconds,
+    _http_impl,
+    _make_stations,
+    _postgres_cpu_seconds,
+    _rss_mb,
+    database,
+    server,
+)
 from tracker import migrations
 from tracker.db import make_engine, make_sessionmaker
 from tracker.models import PayoutState
 from tracker.services import audit as audit_service
 from tracker.services import cards as card_service
 from tracker.services import payouts as payout_service
-from tracker.services import stations as station_service
 from tracker.services import stats as stats_service
 from tracker.services import taps as tap_service
 from tracker.services.filters import ListFilter
@@ -102,43 +108,6 @@ def _row(backend: str, case: str, *, target: str = "", **values: Any) -> dict[st
 
 def _log(message: str) -> None:
     print(f"[bench tracker] {message}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Databases
-
-
-class Unavailable(RuntimeError):
-    pass
-
-
-@contextlib.contextmanager
-def database(backend: str, workdir: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir / 'bench.sqlite'}"
-        return
-    import psycopg
-
-    user = None
-    for candidate in ("postgres", "root"):
-        try:
-            with psycopg.connect(
-                host="127.0.0.1", user=candidate, dbname="postgres", connect_timeout=3
-            ):
-                user = candidate
-                break
-        except psycopg.Error:
-            continue
-    if user is None:
-        raise Unavailable("PostgreSQL on 127.0.0.1:5432 is not reachable")
-    name = f"tracker_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(host="127.0.0.1", user=user, dbname="postgres", autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    try:
-        yield f"postgresql+psycopg://{user}@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(host="127.0.0.1", user=user, dbname="postgres", autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,73 +384,6 @@ def query_latencies(url: str, sizes: Sizes, now: datetime, backend: str) -> list
 # The real server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def server(url: str, workdir: Path, *, workers: int = 1) -> Iterator[tuple[str, int]]:
-    """`tracker serve` in a subprocess; yields (base URL, pid of the process serving)."""
-    import httpx
-
-    port = _free_port()
-    env = {
-        **os.environ,
-        "TRACKER_DATABASE_URL": url,
-        "TRACKER_SECRET_KEY": secrets.token_urlsafe(32),
-        "TRACKER_LOG_LEVEL": "warning",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "tracker.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
-    log_file = open(workdir / f"server-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited; see {log_file.name}")
-            try:
-                httpx.get(base + "/api/openapi.json", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server did not start within 60 s") from None
-                time.sleep(0.1)
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log_file.close()
-
-
-def _make_stations(url: str, count: int) -> list[str]:
-    engine = make_engine(url)
-    tokens = []
-    with make_sessionmaker(engine)() as s:
-        for i in range(count):
-            _, token = station_service.create_station(s, name=f"bench-{secrets.token_hex(3)}-{i}")
-            tokens.append(token)
-    engine.dispose()
-    return tokens
-
-
 async def _post_all(base: str, tokens: list[str], total: int) -> tuple[dict[int, int], float]:
     """8 concurrent keep-alive connections, one request in flight on each.
 
@@ -547,11 +449,11 @@ def ingest(url: str, sizes: Sizes, workdir: Path, backend: str, workers: int) ->
         before = conn.execute(sa.text("SELECT COUNT(*) FROM tap")).scalar_one()
     with server(url, workdir, workers=workers) as (base, pid):
         cpu_before = _cpu_seconds(pid, children=workers > 1)
-        db_before = _postgres_cpu_seconds()
+        db_before = _postgres_cpu_seconds(url)
         own_before = time.process_time()
         codes, seconds = asyncio.run(_post_all(base, tokens, sizes.ingest))
         server_cpu = _cpu_seconds(pid, children=workers > 1) - cpu_before
-        db_cpu = _postgres_cpu_seconds() - db_before
+        db_cpu = _postgres_cpu_seconds(url) - db_before
         client_cpu = time.process_time() - own_before
     sent = sum(codes.values())
     with engine.connect() as conn:
@@ -583,57 +485,6 @@ def ingest(url: str, sizes: Sizes, workdir: Path, backend: str, workers: int) ->
         target=">= 1000 taps/s, none lost or duplicated",
         ok=rate >= INGEST_TARGET and exact,
     )
-
-
-def _http_impl() -> str:
-    """Which HTTP stack uvicorn picks ("auto"): httptools+uvloop when installed, else h11."""
-    import importlib.util
-
-    fast = [m for m in ("httptools", "uvloop") if importlib.util.find_spec(m) is not None]
-    return "+".join(fast) if fast else "h11 (pure Python)"
-
-
-def _cpu_seconds(pid: int, *, children: bool = False) -> float:
-    """user+system CPU of a process (and, for a multi-worker server, of its child workers)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    if children:
-        with contextlib.suppress(OSError):
-            pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    total = 0.0
-    for p in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
-def _postgres_cpu_seconds() -> float:
-    """user+system CPU of every local ``postgres`` process (0 where /proc does not show them).
-
-    PostgreSQL shares the machine's cores with the server and the load generator, so its CPU
-    per tap is part of what an ingest figure costs; this reads it from outside the database.
-    """
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            stat = (proc / "stat").read_text()
-            if stat.split(" (", 1)[1].startswith("postgres)"):
-                fields = stat.rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
-def _rss_mb(pid: int, field: str = "VmHWM") -> float:
-    """``VmHWM`` (peak resident set) or ``VmRSS`` (current) of a process, in MB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    for line in status.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not available")
 
 
 def export_memory(url: str, workdir: Path, backend: str, expected_rows: int) -> dict[str, Any]:

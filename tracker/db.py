@@ -163,6 +163,28 @@ class _SQLiteWriteLock:
             raise
 
     def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+    def try_acquire(self) -> bool:
+        """Both locks if they are free this instant, without waiting (for a caller on the
+        event loop, which must never wait); :meth:`release` them after."""
+        if not self._thread_lock.acquire(blocking=False):
+            return False
+        if self._lock_path is None:
+            return True
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            self._thread_lock.release()
+            return False
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def release(self) -> None:
         try:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -208,6 +230,17 @@ class Database:
         self.state: dict[str, Any] = {}
         self._state_guard = threading.Lock()
         self._async_pools: dict[asyncio.AbstractEventLoop, AsyncPgPool] = {}
+
+    def try_write_lock(self) -> bool:
+        """SQLite: take the write lock if it is free this instant (never waits; for the event
+        loop), then :meth:`release_write_lock`. False when it is held, or not SQLite."""
+        lock = self.write_lock
+        return isinstance(lock, _SQLiteWriteLock) and lock.try_acquire()
+
+    def release_write_lock(self) -> None:
+        lock = self.write_lock
+        if isinstance(lock, _SQLiteWriteLock):
+            lock.release()
 
     def shared(self, key: str, factory: Any) -> Any:
         """The object stored under ``key``, created by ``factory()`` on first use."""

@@ -73,11 +73,12 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
     app.state.database = database
     app.state.engine = engine
     app.state.sessionmaker = database.sessions
-    app.state.tap_recorder = TapRecorder(database)
+    recorder = app.state.tap_recorder = TapRecorder(database)
     app.state.live_updates = events.LiveUpdates(app)
 
     async def close_async_pools() -> None:
         database.close_async_pools()  # this loop's async ingest connections
+        recorder.close()
 
     app.router.add_event_handler("shutdown", close_async_pools)
     app.state.secret_box = SecretBox.from_settings(settings)

@@ -1,8 +1,9 @@
 """Taps: recording (one entry point, :class:`TapRecorder`) and reading.
 
 ``record.py`` is the general path (any case, any database, in one ORM transaction),
-``fast.py`` the per-database short path of the common case, ``rows.py`` the one public shape,
-``query.py`` the lists.
+``fast.py`` the per-database short path of the common case, ``batch.py`` many reports in one
+request (``plan.py`` and ``bulk.py``: runs of the common case in one transaction each),
+``rows.py`` the one public shape, ``query.py`` the lists.
 """
 
 from tracker.services.taps.query import filtered_select, get_tap, list_taps, taps_after

@@ -1,12 +1,14 @@
 """Many tap reports in one request (a station catching up after an outage).
 
-Each report is recorded exactly as ``POST /api/v1/taps`` would record it, in order, each in
-its own transaction, so a batch changes nothing about exactly-once: a report's answer is the
-one the single route gives (201 stored, 200 already stored, 409, 403, 422), and one report's
-refusal never affects another's. If the database stops answering part-way (SQLite's write
-lock held elsewhere, a lost connection), the answers so far are returned with
-``complete=False``; the station sends the rest again. If it fails on the first report, the
-error propagates (the route answers 503 like the single route).
+Each report gets exactly the answer ``POST /api/v1/taps`` would give it, posted in order, so
+a batch changes nothing about exactly-once: 201 stored, 200 already stored, 409, 403, 422,
+and one report's refusal never affects another's. How: :meth:`TapRecorder.record_many` stores
+runs of the common case set-based, one transaction per run, and the rest one by one.
+
+If the database stops answering part-way (SQLite's write lock held elsewhere, a lost
+connection), the answers so far (all stored) are returned with ``complete=False``; the station
+sends the rest again. If it fails on the first report, the error propagates (the route answers
+503 like the single route).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tracker.models import TapCreate
-from tracker.services.taps.record import CardBlocked, CounterConflict
+from tracker.services.taps.record import CardBlocked, CounterConflict, TapRefused
 from tracker.services.taps.recorder import TapRecorder
 
 log = logging.getLogger("tracker.taps")
@@ -52,24 +54,15 @@ def record_batch(
 ) -> BatchAnswer:
     """Record ``reports`` in order in the calling thread (see the module docstring)."""
     answer = BatchAnswer()
-    for report in reports:
-        if not isinstance(report, dict):
-            answer.results.append(_refused(422, [{"field": "", "reason": "not an object",
-                                                  "type": "dict_type"}]))
+    checked: list[TapCreate | dict[str, Any]] = [_checked(report) for report in reports]
+    taps = [tap for tap in checked if isinstance(tap, TapCreate)]
+    outcomes = recorder.record_many(taps, station_name=station_name, station_id=station_id)
+    for tap in checked:
+        if not isinstance(tap, TapCreate):
+            answer.results.append(tap)
             continue
         try:
-            tap = TapCreate.model_validate(report)
-        except ValidationError as exc:
-            answer.results.append(_refused(422, field_errors(exc)))
-            continue
-        try:
-            public, created = recorder.record(tap, station_name=station_name,
-                                              station_id=station_id)
-        except CounterConflict as exc:
-            answer.results.append(_refused(409, {"reason": "counter_not_increasing",
-                                                 "last_counter": exc.last_counter}))
-        except CardBlocked:
-            answer.results.append(_refused(403, {"reason": "card_blocked"}))
+            outcome = next(outcomes)
         except Exception:
             if not answer.results:
                 raise
@@ -77,11 +70,29 @@ def record_batch(
                         "again", station_name, len(answer.results), exc_info=True)
             answer.complete = False
             break
+        if isinstance(outcome, CounterConflict):
+            answer.results.append(_refused(409, {"reason": "counter_not_increasing",
+                                                 "last_counter": outcome.last_counter}))
+        elif isinstance(outcome, CardBlocked):
+            answer.results.append(_refused(403, {"reason": "card_blocked"}))
+        elif isinstance(outcome, TapRefused):
+            raise TypeError(f"unexpected refusal {outcome!r}")  # a new kind needs its answer
         else:
+            tap_id, created = outcome
             answer.results.append(
-                {"status": 201 if created else 200, "created": created, "tap_id": public.id}
+                {"status": 201 if created else 200, "created": created, "tap_id": tap_id}
             )
     return answer
+
+
+def _checked(report: Any) -> TapCreate | dict[str, Any]:
+    """The report as a tap, or its 422 answer (the single route's field reasons)."""
+    if not isinstance(report, dict):
+        return _refused(422, [{"field": "", "reason": "not an object", "type": "dict_type"}])
+    try:
+        return TapCreate.model_validate(report)
+    except ValidationError as exc:
+        return _refused(422, field_errors(exc))
 
 
 def _refused(status: int, detail: Any) -> dict[str, Any]:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import psycopg
 
-from tracker.db import Database
+from tracker.db import Database, is_busy
 from tracker.events.notify import CHANNEL
 from tracker.models import TapCreate, UTCDateTime
 from tracker.services.filters import as_utc
@@ -163,7 +163,13 @@ class PgFastPath:
 
 
 class SqliteFastPath:
-    """The compare-and-set and the insert on the raw ``sqlite3`` connection."""
+    """The compare-and-set and the insert on a raw ``sqlite3`` connection.
+
+    :meth:`store` runs in a worker thread under the write lock (it may wait for it).
+    :meth:`store_now` is for the event loop: it never waits - it takes the write lock only if
+    it is free this instant and runs on a connection of its own whose busy timeout is 0, so a
+    lock held elsewhere (another process, a backup) answers at once and the caller goes to the
+    thread. That saves the thread hop and its GIL hand-offs for nearly every tap."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -171,42 +177,80 @@ class SqliteFastPath:
         # rows written here read back (and sort) like rows written by ``record_tap``.
         processor = UTCDateTime().bind_processor(database.engine.dialect)
         self._stamp: Callable[[Any], Any] = processor if processor is not None else _same
+        self._now: Any = None  # store_now's own connection, opened on first use
 
     def store(self, *, station_id: int, tap: TapCreate, now: datetime) -> Stored | None:
-        stamp = self._stamp
+        """In the calling thread; the caller holds the write lock."""
         raw = self.database.engine.raw_connection()
         try:
-            cursor: Any = raw.cursor()
-            try:
-                card = cursor.execute(
-                    _CAS_SQLITE,
-                    (tap.counter, stamp(now), tap.card_id, tap.card_uid, tap.counter),
-                ).fetchone()
-                if card is None:
-                    raw.rollback()
-                    return None
-                cursor.execute(
-                    _INSERT_SQLITE,
-                    (
-                        card[0],
-                        station_id,
-                        tap.counter,
-                        stamp(tap.station_time),
-                        stamp(now),
-                        tap.reason,
-                        tap.issuer_host,
-                        tap.idempotency_key,
-                    ),
-                )
-                tap_id = int(cursor.lastrowid)
-                raw.commit()
-            except sqlite3.IntegrityError:
-                raw.rollback()
-                return None  # the key is taken: nothing stored; record_tap sorts it out
-            finally:
-                cursor.close()
+            return self._store_on(raw, station_id=station_id, tap=tap, now=now)
         finally:
             raw.close()  # back to the pool
+
+    def store_now(
+        self, *, station_id: int, tap: TapCreate, now: datetime
+    ) -> Stored | Literal[False] | None:
+        """Like :meth:`store` without ever waiting; False: the database is busy (nothing was
+        stored), do it in a thread with :meth:`store`."""
+        if not self.database.try_write_lock():
+            return False
+        try:
+            if self._now is None:
+                # Out of the pool for good: the pool could make the loop wait for a connection.
+                raw = self.database.engine.raw_connection()
+                raw.detach()  # closed by close() (the app's shutdown)
+                driver: Any = raw.dbapi_connection
+                driver.execute("PRAGMA busy_timeout=0")
+                self._now = raw
+            return self._store_on(self._now, station_id=station_id, tap=tap, now=now)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            return False  # written elsewhere, outside our lock; rolled back
+        finally:
+            self.database.release_write_lock()
+
+    def close(self) -> None:
+        if self._now is not None:
+            self._now.close()
+            self._now = None
+
+    def _store_on(
+        self, raw: Any, *, station_id: int, tap: TapCreate, now: datetime
+    ) -> Stored | None:
+        stamp = self._stamp
+        cursor: Any = raw.cursor()
+        try:
+            card = cursor.execute(
+                _CAS_SQLITE,
+                (tap.counter, stamp(now), tap.card_id, tap.card_uid, tap.counter),
+            ).fetchone()
+            if card is None:
+                raw.rollback()
+                return None
+            cursor.execute(
+                _INSERT_SQLITE,
+                (
+                    card[0],
+                    station_id,
+                    tap.counter,
+                    stamp(tap.station_time),
+                    stamp(now),
+                    tap.reason,
+                    tap.issuer_host,
+                    tap.idempotency_key,
+                ),
+            )
+            tap_id = int(cursor.lastrowid)
+            raw.commit()
+        except sqlite3.IntegrityError:
+            raw.rollback()
+            return None  # the key is taken: nothing stored; record_tap sorts it out
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            cursor.close()
         return Stored(tap_id, card[1], card[2])
 
 

@@ -10,7 +10,9 @@ answers exactly as before. Callers never look at the dialect.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from sqlalchemy.exc import OperationalError
@@ -18,9 +20,12 @@ from sqlalchemy.exc import OperationalError
 from tracker.db import Database, DatabaseBusy, is_busy
 from tracker.models import TapCreate, TapOutcome, TapPublic, utcnow
 from tracker.services import stations as station_service
+from tracker.services.taps.bulk import BulkPath, PgBulkPath, SqliteBulkPath
 from tracker.services.taps.fast import PgFastPath, SqliteFastPath, Stored
-from tracker.services.taps.record import record_tap
+from tracker.services.taps.record import TapRefused, record_tap
 from tracker.services.taps.rows import stored_public
+
+T = TypeVar("T")
 
 
 class TapRecorder:
@@ -32,6 +37,16 @@ class TapRecorder:
         self.database = database
         self._pg = PgFastPath(database) if database.dialect == "postgresql" else None
         self._sqlite = SqliteFastPath(database) if database.dialect == "sqlite" else None
+        self._bulk: BulkPath | None = (
+            PgBulkPath(database) if self._pg is not None
+            else SqliteBulkPath(database) if self._sqlite is not None
+            else None
+        )
+
+    def close(self) -> None:
+        """Close what the recorder holds of its own (SQLite: the event loop's connection)."""
+        if self._sqlite is not None:
+            self._sqlite.close()
 
     def record(
         self, tap: TapCreate, *, station_name: str, station_id: int | None = None
@@ -40,8 +55,16 @@ class TapRecorder:
         without it the station called ``station_name`` is used (created if missing).
         Raises :class:`~tracker.db.DatabaseBusy` when SQLite's write lock is held elsewhere
         past the busy timeout (nothing stored)."""
+        return self._busy_is_busy(
+            self._record, tap, station_name=station_name, station_id=station_id
+        )
+
+    @staticmethod
+    def _busy_is_busy(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``work(...)``, with SQLite's "database is locked" raised as
+        :class:`~tracker.db.DatabaseBusy` (the routes answer 503 + Retry-After)."""
         try:
-            return self._record(tap, station_name=station_name, station_id=station_id)
+            return work(*args, **kwargs)
         except (sqlite3.OperationalError, OperationalError) as exc:
             if is_busy(exc):
                 raise DatabaseBusy() from exc
@@ -59,22 +82,85 @@ class TapRecorder:
                 return self._answer(tap, stored, station_name=station_name, now=now), True
         return self._record_general(tap, station_name=station_name, station_id=station_id)
 
+    def record_many(
+        self, taps: Sequence[TapCreate], *, station_name: str, station_id: int
+    ) -> Iterator[tuple[int, bool] | TapRefused]:
+        """Store ``taps`` in order, answering for each ``(tap_id, created)`` or the refusal
+        :meth:`record` would raise, exactly as recording them one by one would (a batch).
+
+        Runs of the common case go set-based in one transaction each (``bulk.py``); a tap the
+        run cannot answer (a replay, a blocked card, a key of another station, a refused or
+        unverified tap) is recorded alone, and the next run starts after it. Answers come as
+        each run commits; a database error stops the iteration there (what was answered is
+        stored, nothing after it)."""
+        position = 0
+        while position < len(taps):
+            end = position
+            while end < len(taps) and _common_case(taps[end]):
+                end += 1
+            if end > position and self._bulk is not None:
+                done = self._bulk_run(taps[position:end], station_name=station_name,
+                                      station_id=station_id)
+                yield from done
+                position += len(done)
+                if position == end:
+                    continue
+            try:
+                public, created = self._busy_is_busy(
+                    self._record_general, taps[position], station_name=station_name,
+                    station_id=station_id,
+                )
+            except TapRefused as refusal:
+                yield refusal
+            else:
+                yield public.id, created
+            position += 1
+
+    def _bulk_run(
+        self, taps: Sequence[TapCreate], *, station_name: str, station_id: int
+    ) -> list[tuple[int, bool]]:
+        bulk = self._bulk
+        assert bulk is not None
+        now = utcnow()
+
+        def store() -> list[tuple[int, bool]]:
+            with self.database.write_lock:
+                done = bulk.store(taps, station_id=station_id, station_name=station_name,
+                                  now=now)
+                if done:
+                    self._touch(station_id, now)
+            return done
+
+        return self._busy_is_busy(store)
+
     async def record_async(
         self, tap: TapCreate, *, station_name: str, station_id: int
     ) -> tuple[TapPublic, bool]:
         """:meth:`record` for a caller on the event loop, same answers and errors.
 
         PostgreSQL waits on the network: the common case is awaited on an async connection
-        (no thread hop), anything else runs in a worker thread. SQLite writes are serialised
-        anyway and take well under a millisecond: doing them on the loop avoids a thread hop
-        and GIL hand-offs per tap (measured: about twice the ingest rate)."""
-        if self._pg is None:
-            # SQLite: in a worker thread, as the write lock may be held by another process
-            # for a while (DatabaseBusy after the busy timeout); the loop keeps serving.
+        (no thread hop). SQLite writes are serialised anyway and take well under a
+        millisecond: the common case runs on the loop when it need not wait for anything
+        (``SqliteFastPath.store_now``), which saves a thread hop and its GIL hand-offs per
+        tap. Anything else runs in a worker thread."""
+        if self._sqlite is not None:
+            # SQLite: on the loop when the write lock is free this instant (no thread hop:
+            # the write takes well under a millisecond); else in a worker thread, as the lock
+            # may be held elsewhere for a while (DatabaseBusy after the busy timeout) and the
+            # loop must keep serving. Touching the station, when due, goes to the thread too.
+            if _common_case(tap) and not station_service.touch_due(
+                self.database, station_id=station_id
+            ):
+                now = utcnow()
+                stored = self._sqlite.store_now(station_id=station_id, tap=tap, now=now)
+                if stored:
+                    return self._answer(tap, stored, station_name=station_name, now=now), True
+
             def on_sqlite() -> tuple[TapPublic, bool]:
                 return self.record(tap, station_name=station_name, station_id=station_id)
 
             return await anyio.to_thread.run_sync(on_sqlite)
+        assert self._pg is not None
         if _common_case(tap):
             now = utcnow()
             stored = await self._pg.store_async(
