@@ -247,8 +247,8 @@ def seed(url: str, sizes: Sizes, now: datetime) -> float:
         dsn = url.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(dsn) as pg:
             with pg.cursor() as cur:
-                # Bulk load without the per-row rollup trigger, then build the rollup at once.
-                cur.execute("ALTER TABLE tap DISABLE TRIGGER tap_daily_count_trg")
+                # Bulk load without the rollup triggers, then build the rollup at once.
+                cur.execute("ALTER TABLE tap DISABLE TRIGGER USER")
                 for table, cols, rows in (
                     ("station", "id, name, created, last_seen", stations),
                     ("card", card_cols, cards),
@@ -263,7 +263,7 @@ def seed(url: str, sizes: Sizes, now: datetime) -> float:
                     "SELECT (received_at AT TIME ZONE 'UTC')::date, station_pk, outcome, "
                     "COUNT(*) FROM tap GROUP BY 1, 2, 3"
                 )
-                cur.execute("ALTER TABLE tap ENABLE TRIGGER tap_daily_count_trg")
+                cur.execute("ALTER TABLE tap ENABLE TRIGGER USER")
                 for table in ("station", "card", "tap", "payout"):
                     cur.execute(
                         f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # type: ignore[arg-type]
