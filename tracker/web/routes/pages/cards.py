@@ -18,7 +18,7 @@ from tracker.services.filters import InvalidCursor, ListFilter
 from tracker.web.auth import Admin, CSRFChecked, Viewer
 from tracker.web.deps import PageNumber
 from tracker.web.routes.pages.errors import PageRoute
-from tracker.web.routes.pages.listing import PAGE_SIZE
+from tracker.web.routes.pages.listing import PAGE_SIZE, clear_href, page_sort, sort_links
 from tracker.web.templating import render
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,19 @@ def cards_page(
             raise HTTPException(
                 status_code=400, detail=f"Unknown card status {card_status!r}."
             ) from None
+    order = page_sort(request, "cards")
     result = card_service.list_cards(
         session,
         q=q.strip()[:200] or None,
         status=status_filter,
         page=max(page, 1),
         page_size=PAGE_SIZE,
+        sort=order,
     )
     pages = max(1, -(-result.total // result.page_size))
+    params = {"q": q, "status": card_status}
+    if not order.is_default:
+        params |= {"sort": order.column, "dir": order.dir}
     return render(
         request,
         "cards.html",
@@ -60,6 +65,10 @@ def cards_page(
             "status": card_status,
             "statuses": [s.value for s in CardStatus],
             "pages": pages,
+            "params": params,
+            "sorting": sort_links("/cards", params, order),
+            "filtered": bool(q.strip() or card_status),
+            "clear_href": clear_href("/cards", params),
         },
         user=user,
     )
