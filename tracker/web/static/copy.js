@@ -2,8 +2,9 @@
  * buttons in rows that static/live.js adds later work too, and no inline handler is needed
  * (the pages' CSP allows scripts from 'self' only).
  *
- * The value is the one in data-copy, never the shortened text beside it. After a copy the
- * button says so for a moment (text and data-copied="yes", which the browser tests read).
+ * The value is the one in data-copy, never the shortened text beside it. The icon is drawn by
+ * tracker.css (no font has to carry a glyph for it); after a copy the button turns green for a
+ * moment (data-copied="yes", which the browser tests read) and its title says "Copied".
  */
 (function () {
   "use strict";
@@ -29,12 +30,12 @@
   }
 
   function show(button, label, state) {
-    var before = button.getAttribute("data-label") || button.textContent;
-    button.setAttribute("data-label", before);
-    button.textContent = label;
+    var before = button.getAttribute("data-title") || button.title;
+    button.setAttribute("data-title", before);
+    button.title = label;
     button.setAttribute("data-copied", state);
     setTimeout(function () {
-      button.textContent = before;
+      button.title = before;
       button.removeAttribute("data-copied");
     }, 1500);
   }
@@ -44,8 +45,8 @@
     if (!button) { return; }
     ev.preventDefault();
     copy(button.getAttribute("data-copy")).then(
-      function () { show(button, "✓", "yes"); },
-      function () { show(button, "✗", "no"); }
+      function () { show(button, "Copied", "yes"); },
+      function () { show(button, "Could not copy: select the text instead", "no"); }
     );
   });
 })();

@@ -63,7 +63,7 @@
 
   // The full value beside its short form; static/copy.js handles the click.
   function copyButton(value, what) {
-    var b = el("button", "\u29c9", "copy");
+    var b = el("button", null, "copy");
     b.type = "button";
     b.setAttribute("data-copy", value);
     b.title = "Copy " + what + " " + value;
