@@ -4,6 +4,7 @@ row once and reach the exports. Through the real app on SQLite and PostgreSQL.""
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import io
@@ -294,6 +295,15 @@ def test_a_cursor_from_another_order_is_refused_not_misread(
     cursor = c.get("/api/v1/taps", params={"limit": 1}).json()["next_cursor"]
     answer = c.get("/api/v1/taps", params={"limit": 1, "sort": "outcome", "cursor": cursor})
     assert answer.status_code == 422 and answer.json()["detail"][0]["field"] == "cursor"
+    # Edited cursors: wrong types, a NUL (PostgreSQL refuses it in text), nesting, floats.
+    for raw in ('["acc\\u0000", 1, 2]', '[{"a": 1}, 1, 2]', '[1.5, 2]', '[[[[1]]], 1, 2]',
+                '["accepted", -1, 2]', '["x" , 1]'):
+        edited = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        for sort in ("outcome", "counter", "time"):
+            answer = c.get("/api/v1/taps", params={"sort": sort, "cursor": edited})
+            assert answer.status_code == 422, (raw, sort, answer.text)
+        page = c.get("/taps", params={"sort": "outcome", "cursor": edited}, headers=HTML)
+        assert page.status_code == 400
 
 
 def test_cards_and_stations_sort_by_their_columns(

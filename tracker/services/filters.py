@@ -78,9 +78,10 @@ def _decode_value(value: Any, column: Any) -> Any:
         if not isinstance(value, int) or isinstance(value, bool) or abs(value) > 10**17:
             raise ValueError("not a time")
         return check_moment(datetime.fromtimestamp(value / 1_000_000, UTC))
-    if isinstance(value, str):
-        if len(value) > 100:
-            raise ValueError("too long")
+    if isinstance(getattr(column.type, "impl", column.type), sa.String):  # AutoString too
+        # PostgreSQL refuses NUL in text: an edited cursor must be a 422, not a 500.
+        if not isinstance(value, str) or len(value) > 100 or any(ord(c) < 32 for c in value):
+            raise ValueError("not a sort value")
         return value
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_DB_INT:
         raise ValueError("not an id")

@@ -67,6 +67,7 @@ class UnknownSort(ValueError):
     """A ``sort`` or ``dir`` outside the allow-list; the message lists what is allowed."""
 
     def __init__(self, kind: str, value: str, allowed: list[str], *, what: str = "sort") -> None:
+        value = value[:40]  # it is echoed back (pages, API): a bounded quote is enough
         self.kind, self.value, self.allowed, self.what = kind, value, allowed, what
         super().__init__(
             f"cannot {what} {kind} by {value!r}; use one of: {', '.join(allowed)}"
