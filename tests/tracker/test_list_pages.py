@@ -8,6 +8,7 @@ import base64
 import csv
 import html
 import io
+import random
 import re
 from typing import Any
 
@@ -327,3 +328,23 @@ def test_cards_and_stations_sort_by_their_columns(
     names = re.findall(r'<a href="/taps\?station=([^"]+)">',
                        c.get("/stations?sort=name&dir=desc", headers=HTML).text)
     assert names == ["zoo", "till-1", "annex"]
+
+
+@SQLITE_ONLY
+def test_a_sorted_page_pages_on_in_the_same_order(
+    admin_client: OperatorClient, station_api: Station
+) -> None:
+    c = admin_client.client
+    counters = list(range(1, 56))
+    random.Random(5).shuffle(counters)
+    for n, counter in enumerate(counters):  # spread over cards so each counter is accepted
+        station_api.tap(f"04A1B2C3D4E5{n:02X}", counter)
+    first = c.get("/taps?sort=counter&dir=asc", headers=HTML).text
+    seen = [int(x) for x in re.findall(r'<td class="num opt">(\d+)', _table(first, "taps"))]
+    assert seen == list(range(1, 51))
+    older = re.search(r'rel="next" href="([^"]+)">Next page →', first)
+    assert older and "sort=counter" in html.unescape(older.group(1))
+    second = c.get(html.unescape(older.group(1)), headers=HTML).text
+    rest = [int(x) for x in re.findall(r'<td class="num opt">(\d+)', _table(second, "taps"))]
+    assert rest == list(range(51, 56))
+    assert 'rel="next"' not in second and "⇤ First page" in second
