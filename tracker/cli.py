@@ -39,7 +39,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     from tracker import migrations
 
     settings = _settings(args)
-    engine = _engine(settings)
+    engine = _engine(settings, create=True)
     try:
         if args.action == "upgrade":
             migrations.upgrade(engine, args.revision or "head")
@@ -269,7 +269,7 @@ def cmd_stations_list(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tracker.db import SchemaNotCurrentError
+    from tracker.db import SchemaNotCurrentError, check_database_exists
     from tracker.web.app import create_app
 
     settings = _settings(args)
@@ -278,6 +278,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     try:
+        check_database_exists(settings)
         app = create_app(settings)
     except SchemaNotCurrentError as exc:
         return _refused(exc)

@@ -22,9 +22,13 @@ def _settings(args: argparse.Namespace) -> TrackerSettings:
     return load_settings(config_path=args.config, **overrides)
 
 
-def _engine(settings: TrackerSettings):  # type: ignore[no-untyped-def]
-    from tracker.db import make_engine
+def _engine(settings: TrackerSettings, *, create: bool = False):  # type: ignore[no-untyped-def]
+    """The engine; a SQLite file that does not exist is refused (it is never created as an
+    empty one behind the operator's back) unless ``create`` (``tracker db …``)."""
+    from tracker.db import check_database_exists, make_engine
 
+    if not create:
+        check_database_exists(settings)
     return make_engine(settings)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
+import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import sessionmaker
@@ -316,15 +317,38 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def describe_database(url: str | sa.URL) -> str:
+    """The database as an operator names it: a SQLite file's path, or a PostgreSQL URL
+    without its password (safe to print)."""
+    parsed = sa.make_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    # URL.set() ignores None: build the URL again without the password.
+    return parsed._replace(password=None).render_as_string(hide_password=False)
+
+
 def check_schema_current(engine: Engine) -> None:
-    """Raise :class:`SchemaNotCurrentError` unless the database is at the Alembic head."""
+    """Raise :class:`SchemaNotCurrentError` unless the database is at the Alembic head; the
+    message names the database and the command to run."""
     from tracker.migrations import current_revision, head_revision
 
     head = head_revision()
     current = current_revision(engine)
     if current != head:
-        where = "an empty database" if current is None else f"revision {current}"
+        name = describe_database(engine.url)
+        state = "is empty (no tables yet)" if current is None else f"is at revision {current}"
         raise SchemaNotCurrentError(
-            f"the tracker database is at {where} but this version needs {head}; "
+            f"the tracker database {name} {state} but this version needs {head}; "
             "run `tracker db upgrade` first"
+        )
+
+
+def check_database_exists(settings: TrackerSettings) -> None:
+    """Refuse a SQLite file that does not exist yet, instead of creating an empty one: only
+    ``tracker db upgrade`` creates the database (with its tables)."""
+    path = settings.sqlite_path()
+    if path is not None and not path.exists():
+        raise SchemaNotCurrentError(
+            f"there is no tracker database at {path}; run `tracker db upgrade` to create it "
+            "(or point TRACKER_DATABASE_URL at the existing one)"
         )

@@ -10,6 +10,7 @@ Precedence, lowest to highest: defaults, the TOML file (``TRACKER_CONFIG`` or ``
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import tomllib
@@ -155,17 +156,42 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
-def _ensure_secret_key(settings: TrackerSettings) -> TrackerSettings:
-    """Generate and persist a secret key next to the SQLite file (or in ./var) when none is given.
+def secret_key_file(settings: TrackerSettings) -> Path | None:
+    """Where a generated secret key is kept, or None when it is not kept at all.
 
-    Persisting matters: a new key at every start would log every operator out on each restart
-    and break cookies across several processes sharing one database directory.
+    SQLite: next to the database file, once that file exists (a command that is refused
+    because there is no database leaves nothing behind). PostgreSQL: in the user's state
+    directory, one file per database (``$XDG_STATE_HOME`` or ``~/.local/state``, then
+    ``boltcard-tracker/``), never the working directory, so every command run by that user
+    finds the same key wherever it is started. Several machines sharing one PostgreSQL
+    database must share ``TRACKER_SECRET_KEY`` instead.
+    """
+    db_path = settings.sqlite_path()
+    if db_path is not None:
+        return db_path.parent / SECRET_KEY_FILENAME if db_path.exists() else None
+    if settings.is_sqlite:
+        return None  # in-memory
+    from sqlalchemy import make_url
+
+    name = make_url(settings.database_url)._replace(password=None).render_as_string()
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "boltcard-tracker" / f"tracker-{digest}.secret"
+
+
+def _ensure_secret_key(settings: TrackerSettings) -> TrackerSettings:
+    """Generate and persist a secret key (see :func:`secret_key_file`) when none is given.
+
+    Persisting matters: a new key at every start would log every operator out on each restart,
+    break cookies across several processes sharing one database, and make issuer secrets
+    (encrypted with a key derived from it) unreadable.
     """
     if settings.secret_key:
         return settings
-    db_path = settings.sqlite_path()
-    directory = db_path.parent if db_path is not None else Path("var")
-    key_file = directory / SECRET_KEY_FILENAME
+    key_file = secret_key_file(settings)
+    if key_file is None:
+        return replace(settings, secret_key=secrets.token_urlsafe(48))
+    directory = key_file.parent
     if key_file.exists():
         key = key_file.read_text(encoding="utf-8").strip()
         if key:

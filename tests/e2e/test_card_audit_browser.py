@@ -101,7 +101,7 @@ def test_card_page_and_audit_log_at_1400_and_390(tracker: dict[str, Any]) -> Non
         expect(title).to_have_attribute("title", f"UID {CARD}")
         copy = page.locator("h1 button[data-copy]")
         copy.click()
-        expect(copy).to_have_text("Copied")
+        expect(copy).to_have_attribute("data-copied", "yes")
         assert page.evaluate("navigator.clipboard.readText()") == CARD
 
         payouts_y = page.locator("h2", has_text="Payouts").bounding_box()["y"]

@@ -316,6 +316,7 @@ def test_writes_from_another_process_and_admin_edits_reach_the_stream(
     assert card == {
         "uid": UID,
         "alias": "Front desk",
+        "card_label": "Front desk",  # how lists name it (static/live.js redraws links with it)
         "status": "active",
         "last_counter": 11,
         "url": f"/cards/{UID}",

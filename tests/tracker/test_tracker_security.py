@@ -84,6 +84,8 @@ def test_settings_errors_say_what_is_wrong(tmp_path: Path) -> None:
 
 def test_secret_key_is_generated_once_and_persisted_next_to_the_db(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/data/tracker.sqlite"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tracker.sqlite").touch()  # kept only once the database exists
     first = load_settings(env={"TRACKER_DATABASE_URL": url})
     second = load_settings(env={"TRACKER_DATABASE_URL": url})
     assert first.secret_key and first.secret_key == second.secret_key

@@ -15,6 +15,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy import Engine, text
 
+from tracker import labels
 from tracker.db import Database
 from tracker.events.hub import EventHub
 from tracker.events.notify import CHANNEL, Event, decode, local_listeners
@@ -53,6 +54,7 @@ def load_card(engine: Engine, uid: str) -> dict[str, Any] | None:
     return {
         "uid": row.uid,
         "alias": row.alias,
+        "card_label": labels.card_label(row.uid, row.alias),
         "status": str(row.status),
         "last_counter": row.last_counter,
         "url": f"/cards/{row.uid}",

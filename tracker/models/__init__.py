@@ -28,6 +28,7 @@ from sqlmodel import Field, SQLModel
 
 from tracker import words
 from tracker.models.checks import MAX_DB_INT, MAX_MSAT, CheckedInput
+from tracker.models.labels import CardLabelled
 
 #: Named constraints, so Alembic can alter them later (SQLite batch mode needs names).
 SQLModel.metadata.naming_convention = {
@@ -230,6 +231,7 @@ class Tap(SQLModel, table=True):
         sa.Index("ix_tap_card_received", "card_pk", "received_at", "id"),
         sa.Index("ix_tap_station_received", "station_pk", "received_at", "id"),
         sa.Index("ix_tap_outcome_received", "outcome", "received_at", "id"),
+        sa.Index("ix_tap_counter", "counter", "id"),  # the taps list sorted by counter
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -262,7 +264,7 @@ class TapDailyCount(SQLModel, table=True):
     taps: int = Field(default=0, sa_type=sa.BigInteger)
 
 
-class TapPublic(TapBase):
+class TapPublic(TapBase, CardLabelled):
     """A stored tap as the API answers it, the live event stream sends it and the page
     script (static/live.js) draws it: one shape everywhere."""
 
@@ -353,6 +355,7 @@ class Payout(SQLModel, table=True):
         sa.Index("ix_payout_state_created", "state", "created", "id", "amount_msat"),
         sa.Index("ix_payout_card_created", "card_pk", "created", "id"),
         sa.Index("ix_payout_station_created", "station_pk", "created", "id"),
+        sa.Index("ix_payout_amount", "amount_msat", "id"),  # the payouts list sorted by amount
         sa.Index("uq_payout_issuer_payout", "issuer_pk", "issuer_payout_id", unique=True),
     )
 
@@ -386,7 +389,7 @@ class Payout(SQLModel, table=True):
     bolt11_digest: str | None = Field(default=None, max_length=64, index=True)
 
 
-class PayoutPublic(SQLModel):
+class PayoutPublic(CardLabelled):
     """A payout as the API answers it, the live event stream sends it and the page script
     draws it: one shape everywhere.
 
@@ -564,14 +567,7 @@ class Page(SQLModel, Generic[T]):
 
 
 from tracker.models.audit import AuditEvent, AuditEventPublic  # noqa: E402, F401
-from tracker.models.card import (  # noqa: E402, F401  (re-exported)
-    Card,
-    CardBase,
-    CardDetail,
-    CardPublic,
-    CardStatusPublic,
-    CardUpdate,
-)
+from tracker.models.card import Card, CardBase, CardDetail, CardPublic, CardStatusPublic, CardUpdate  # noqa: E402, F401  (re-exported)
 
 # The claim family lives in its own module; imported here so ``tracker.models`` is the one
 # place every table is registered (Alembic's env imports it).

@@ -3,9 +3,10 @@ and the shapes the API and pages show. Part of :mod:`tracker.models` (re-exporte
 
 from datetime import datetime
 
-from pydantic import field_validator, model_validator
+from pydantic import computed_field, field_validator, model_validator
 from sqlmodel import Field, SQLModel
 
+from tracker import labels
 from tracker.models import BigId, CardStatus, UTCDateTime, utcnow
 from tracker.models.checks import CheckedInput
 
@@ -69,6 +70,12 @@ class CardPublic(CardBase):
     blocked_reason: str | None = None
     blocked_by: str | None = None
     blocked_at: datetime | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def card_label(self) -> str | None:
+        """How lists name the card (alias, else ``04A1…E5F6``), as on taps and payouts."""
+        return labels.card_label(self.uid, self.alias)
 
 
 class CardDetail(CardPublic):

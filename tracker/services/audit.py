@@ -208,8 +208,7 @@ def list_events(
     return keyset_page(
         session,
         filtered_select(flt or AuditFilter()),
-        moment=col(AuditEvent.at),
-        row_id=col(AuditEvent.id),
+        keys=(col(AuditEvent.at), col(AuditEvent.id)),
         cursor=cursor,
         limit=limit,
         to_public=_to_public,

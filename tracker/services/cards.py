@@ -31,6 +31,7 @@ from tracker.models import (
 )
 from tracker.services import audit
 from tracker.services.filters import like_pattern
+from tracker.services.sorting import Sort, order_by, parse_sort
 
 #: The refusal code of a tap whose MAC failed: its UID is only what the tap claimed.
 UNPROVEN = "invalid_tap"
@@ -97,8 +98,10 @@ def list_cards(
     status: CardStatus | None = None,
     page: int = 1,
     page_size: int = 50,
+    sort: Sort | None = None,
 ) -> CardsPage:
-    """Cards, most recently seen first; ``q`` matches UID, alias or card id."""
+    """Cards, most recently seen first unless ``sort`` says otherwise; ``q`` matches UID,
+    alias or card id."""
     conditions: list[Any] = []
     if q:
         pattern = like_pattern(q.strip())
@@ -118,7 +121,7 @@ def list_cards(
     stmt = (
         select(Card)
         .where(*conditions)
-        .order_by(col(Card.last_seen).desc(), col(Card.id).desc())
+        .order_by(*order_by(sort or parse_sort("cards", None, None)))
         .offset((page - 1) * page_size)
         .limit(page_size)
     )

@@ -1,15 +1,17 @@
 """Filters and keyset cursors shared by the list, export and page queries.
 
 One :class:`ListFilter` feeds the JSON list, the CSV/JSON export and the pages, so an export
-contains exactly the rows the operator filtered. Lists are newest first, ordered by
-``(time, id)``; the cursor is the last row's ``(time, id)``, so a page never repeats or skips
-a row even while new taps arrive (they land before the first page, not in the middle).
+contains exactly the rows the operator filtered, in the order the page showed. Lists are
+newest first by default, ordered by ``(time, id)``; another sort (:mod:`sorting`) orders by
+its index columns, ending with ``id``. The cursor is the last row's key, so a page never
+repeats or skips a row even while new taps arrive.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,8 +20,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from tracker.models import Card, PayoutState, Station, TapOutcome
+from tracker.models import Card, PayoutState, Station, TapOutcome, UTCDateTime
 from tracker.models.checks import MAX_DB_INT, check_moment
+from tracker.services.sorting import Sort, keyset_keys, parse_sort
 
 T = TypeVar("T")
 
@@ -41,6 +44,10 @@ class ListFilter:
     min_sats: int | None = None  # payouts only, inclusive
     max_sats: int | None = None  # payouts only, inclusive
     q: str | None = None  # free text, case-insensitive substring
+    sort: Sort | None = None  # None: the list's default order (newest first)
+
+    def order(self, kind: str) -> Sort:
+        return self.sort or parse_sort(kind, None, None)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -52,36 +59,66 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def encode_cursor(moment: datetime, row_id: int) -> str:
-    micros = int(moment.timestamp() * 1_000_000)
-    raw = f"{micros}:{row_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def _micros(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
+def encode_cursor(values: Sequence[Any]) -> str:
+    """The last row's sort key as an opaque token. ``(time, id)`` keeps its original short
+    form (``micros:id``); other keys are a JSON list (times as microseconds)."""
+    if len(values) == 2 and isinstance(values[0], datetime):
+        raw = f"{_micros(values[0])}:{values[1]}"
+    else:
+        raw = json.dumps([_micros(v) if isinstance(v, datetime) else v for v in values])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_value(value: Any, column: Any) -> Any:
+    if isinstance(column.type, UTCDateTime):
+        if not isinstance(value, int) or isinstance(value, bool) or abs(value) > 10**17:
+            raise ValueError("not a time")
+        return check_moment(datetime.fromtimestamp(value / 1_000_000, UTC))
+    if isinstance(getattr(column.type, "impl", column.type), sa.String):  # AutoString too
+        # PostgreSQL refuses NUL in text: an edited cursor must be a 422, not a 500.
+        if not isinstance(value, str) or len(value) > 100 or any(ord(c) < 32 for c in value):
+            raise ValueError("not a sort value")
+        return value
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_DB_INT:
+        raise ValueError("not an id")
+    return value
+
+
+def decode_cursor(cursor: str, keys: Sequence[Any]) -> list[Any]:
+    """The key values in ``cursor`` for ``keys``; :class:`InvalidCursor` for anything else
+    (edited, or made for another sort)."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        micros_text, id_text = raw.split(":", 1)
-        if len(micros_text) > 20 or len(id_text) > 20:
+        if len(cursor) > 400:
             raise ValueError("too long")
-        micros, row_id = int(micros_text), int(id_text)
-        if not 0 <= row_id <= MAX_DB_INT:
-            raise ValueError("id out of range")
-        moment = check_moment(datetime.fromtimestamp(micros / 1_000_000, UTC))
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if raw.startswith("["):
+            values = json.loads(raw)
+        else:
+            micros_text, id_text = raw.split(":", 1)
+            if len(micros_text) > 20 or len(id_text) > 20:
+                raise ValueError("too long")
+            values = [int(micros_text), int(id_text)]
+        if not isinstance(values, list) or len(values) != len(keys):
+            raise ValueError("not this sort's cursor")
+        return [_decode_value(v, k) for v, k in zip(values, keys, strict=True)]
     except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
         raise InvalidCursor("invalid cursor; request the first page without one") from None
-    return moment, row_id
 
 
-def keyset_before(time_col: Any, id_col: Any, cursor: str | None) -> sa.ColumnElement[bool] | None:
-    """``(time, id) < cursor`` as a row-value comparison (index range scan on both engines)."""
+def keyset_after(keys: Sequence[Any], cursor: str | None, *, descending: bool) -> Any:
+    """``(keys) < cursor`` (or ``>`` ascending) as a row-value comparison: an index range scan
+    on both engines."""
     if cursor is None:
         return None
-    moment, row_id = decode_cursor(cursor)
+    values = decode_cursor(cursor, keys)
     # Microsecond timestamps round-trip exactly; compare with the stored precision.
-    return sa.tuple_(time_col, id_col) < sa.tuple_(
-        sa.literal(moment, time_col.type), sa.literal(row_id, id_col.type)
-    )
+    bound = sa.tuple_(*(sa.literal(v, k.type) for v, k in zip(values, keys, strict=True)))
+    row = sa.tuple_(*keys)
+    return row < bound if descending else row > bound
 
 
 def like_pattern(text: str) -> str:
@@ -124,15 +161,21 @@ def keyset_page(
     session: Session,
     stmt: sa.Select[Any],
     *,
-    moment: Any,
-    row_id: Any,
+    sort: Sort | None = None,
+    keys: Sequence[Any] = (),
     cursor: str | None,
     limit: int,
     to_public: Callable[[Any], T],
 ) -> tuple[list[T], str | None]:
-    """One page of ``stmt`` (ordered newest first by ``(moment, row_id)``) after ``cursor``,
-    and the cursor of the next page (None at the end). Raises :class:`InvalidCursor`."""
-    after = keyset_before(moment, row_id, cursor)
+    """One page of ``stmt`` after ``cursor``, and the cursor of the next page (None at the end).
+
+    ``stmt`` is ordered by ``sort``'s keys (the sortable lists), or by ``keys`` newest first
+    (a log with one fixed order, such as the audit log). Raises :class:`InvalidCursor`."""
+    if sort is not None:
+        keys, descending = keyset_keys(sort), sort.descending
+    else:
+        descending = True
+    after = keyset_after(keys, cursor, descending=descending)
     if after is not None:
         stmt = stmt.where(after)
     rows: Sequence[Any] = session.execute(stmt.limit(limit + 1)).all()
@@ -140,5 +183,5 @@ def keyset_page(
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_cursor = encode_cursor(getattr(last, moment.key), getattr(last, row_id.key))
+        next_cursor = encode_cursor([getattr(last, k.key) for k in keys])
     return items, next_cursor

@@ -37,6 +37,7 @@ from tracker.models import (
 from tracker.services import taps as tap_service
 from tracker.services.claims import claim_of_payout
 from tracker.services.filters import ListFilter, common_conditions, keyset_page, text_search
+from tracker.services.sorting import order_by
 
 
 class PayoutNotFound(LookupError):
@@ -370,7 +371,7 @@ def payout_detail(session: Session, *, payout_id: int) -> PayoutDetail:
 
 
 def filtered_select(flt: ListFilter) -> sa.Select[Any]:
-    """The payout rows matching ``flt``, newest first (shared by lists and exports)."""
+    """The payout rows matching ``flt`` in its order (shared by lists and exports)."""
     conditions = common_conditions(
         flt,
         card_pk=col(Payout.card_pk),
@@ -397,22 +398,19 @@ def filtered_select(flt: ListFilter) -> sa.Select[Any]:
                 ],
             )
         )
-    return (
-        _payout_select()
-        .where(*conditions)
-        .order_by(col(Payout.created).desc(), col(Payout.id).desc())
-    )
+    return _payout_select().where(*conditions).order_by(*order_by(flt.order("payouts")))
 
 
 def list_payouts(
     session: Session, *, flt: ListFilter | None = None, cursor: str | None = None, limit: int = 50
 ) -> tuple[list[PayoutPublic], str | None]:
-    """One page of payouts, newest first, and the next page's cursor (None at the end)."""
+    """One page of payouts (newest first unless ``flt.sort`` says otherwise), and the next
+    page's cursor (None at the end)."""
+    flt = flt or ListFilter()
     return keyset_page(
         session,
-        filtered_select(flt or ListFilter()),
-        moment=col(Payout.created),
-        row_id=col(Payout.id),
+        filtered_select(flt),
+        sort=flt.order("payouts"),
         cursor=cursor,
         limit=limit,
         to_public=row_to_public,

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from tracker.db import Database, database_of
 from tracker.models import Station, StationPublic, UTCDateTime, utcnow
 from tracker.security import generate_station_token, hash_token
+from tracker.services.sorting import Sort, order_by, parse_sort
 
 #: ``last_seen`` is refreshed at most this often per station, so a busy station does not turn
 #: every tap into a contended write on its station row.
@@ -246,8 +247,10 @@ def touch(
     )
 
 
-def list_stations(session: Session) -> list[StationPublic]:
-    rows = session.exec(select(Station).order_by(col(Station.name))).all()
+def list_stations(session: Session, *, sort: Sort | None = None) -> list[StationPublic]:
+    """Every station, by name unless ``sort`` says otherwise."""
+    order = order_by(sort or parse_sort("stations", None, None))
+    rows = session.exec(select(Station).order_by(*order)).all()
     return [to_public(s) for s in rows]
 
 

@@ -10,10 +10,11 @@ this app.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +33,7 @@ from tracker.models.checks import (
 from tracker.services import audit
 from tracker.services import stations as station_service
 from tracker.services.filters import InvalidCursor, ListFilter
+from tracker.services.sorting import Sort, UnknownSort, parse_sort
 from tracker.services.taps import TapRecorder
 from tracker.web.auth import CurrentUser, current_user, require_admin, require_viewer
 from tracker.web.limits import STATION_STATE_KEY
@@ -225,6 +227,24 @@ def page_limit(request: Request, limit: int | None) -> int:
     return max(1, min(limit, int(settings.max_page_size)))
 
 
+def sort_or_422(kind: str, sort: str | None, direction: str | None) -> Sort:
+    """``sort``/``dir`` checked against ``kind``'s allow-list; a 422 lists the allowed values."""
+    try:
+        return parse_sort(kind, sort, direction)
+    except UnknownSort as exc:
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {
+                    "field": exc.what,
+                    "reason": str(exc),
+                    "allowed": exc.allowed,
+                    "type": "value_error",
+                }
+            ],
+        ) from None
+
+
 class ListParams:
     """Query parameters shared by the payout and tap lists and their exports."""
 
@@ -239,7 +259,16 @@ class ListParams:
         min_sats: Annotated[int | None, Query(ge=0, le=MAX_SATS)] = None,
         max_sats: Annotated[int | None, Query(ge=0, le=MAX_SATS)] = None,
         q: Annotated[str | None, Query(max_length=200, description="text search")] = None,
+        sort: Annotated[
+            str | None,
+            Query(max_length=40, description="column to sort by (taps: time, counter, "
+                  "outcome; payouts: time, id, amount, state)"),
+        ] = None,
+        direction: Annotated[
+            Literal["asc", "desc"] | None, Query(alias="dir", description="sort direction")
+        ] = None,
     ) -> None:
+        self.sort, self.direction = sort, direction
         card_uid = uid_or_422(card) if card else None
         self.filter = ListFilter(
             state=state,
@@ -252,6 +281,12 @@ class ListParams:
             max_sats=max_sats,
             q=q or None,
         )
+
+
+    def for_list(self, kind: str) -> ListFilter:
+        """The filter with the sort checked against ``kind``'s allow-list (422 naming it)."""
+        order = sort_or_422(kind, self.sort, self.direction)
+        return dataclasses.replace(self.filter, sort=None if order.is_default else order)
 
 
 ListDep = Annotated[ListParams, Depends()]

@@ -23,6 +23,8 @@ from jinja2 import (
 )
 from markupsafe import Markup
 
+from tracker import labels
+
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 STATE_BADGES = {
@@ -71,18 +73,6 @@ def _fmt_sats(value: Any) -> str:
         return str(value)
 
 
-def short_uid(value: Any) -> str:
-    """``04A1…E5F6``: enough to tell cards apart in a list; the full value goes on hover."""
-    text = "" if value is None else str(value)
-    return text if len(text) <= 10 else f"{text[:4]}…{text[-4:]}"
-
-
-def _short_id(value: Any) -> str:
-    """The first 8 hex digits of a 32-hex card id."""
-    text = "" if value is None else str(value)
-    return text if len(text) <= 12 else f"{text[:8]}…"
-
-
 def _badge(state: Any) -> Markup:
     name = str(getattr(state, "value", state) or "unknown")
     kind = STATE_BADGES.get(name, "neutral")
@@ -112,8 +102,7 @@ def _build_env() -> Environment:
     env.filters["time_cell"] = _time_cell
     env.filters["sats"] = _fmt_sats
     env.filters["badge"] = _badge
-    env.filters["short_uid"] = short_uid
-    env.filters["short_id"] = _short_id
+    env.filters["short_hex"] = labels.short_hex
     env.globals["query"] = _query
     return env
 

@@ -9,11 +9,12 @@ from sqlmodel import Session, col
 
 from tracker.models import Card, Tap, TapPublic
 from tracker.services.filters import ListFilter, common_conditions, keyset_page, text_search
+from tracker.services.sorting import order_by
 from tracker.services.taps.rows import row_to_public, tap_select
 
 
 def filtered_select(flt: ListFilter) -> sa.Select[Any]:
-    """The tap rows matching ``flt``, newest first (shared by lists and exports)."""
+    """The tap rows matching ``flt`` in its order (shared by lists and exports)."""
     conditions = common_conditions(
         flt, card_pk=col(Tap.card_pk), station_pk=col(Tap.station_pk), moment=col(Tap.received_at)
     )
@@ -32,20 +33,19 @@ def filtered_select(flt: ListFilter) -> sa.Select[Any]:
                 ],
             )
         )
-    return (
-        tap_select().where(*conditions).order_by(col(Tap.received_at).desc(), col(Tap.id).desc())
-    )
+    return tap_select().where(*conditions).order_by(*order_by(flt.order("taps")))
 
 
 def list_taps(
     session: Session, *, flt: ListFilter | None = None, cursor: str | None = None, limit: int = 50
 ) -> tuple[list[TapPublic], str | None]:
-    """One page of taps, newest first, and the cursor of the next page (None at the end)."""
+    """One page of taps (newest first unless ``flt.sort`` says otherwise), and the cursor of
+    the next page (None at the end)."""
+    flt = flt or ListFilter()
     return keyset_page(
         session,
-        filtered_select(flt or ListFilter()),
-        moment=col(Tap.received_at),
-        row_id=col(Tap.id),
+        filtered_select(flt),
+        sort=flt.order("taps"),
         cursor=cursor,
         limit=limit,
         to_public=row_to_public,

@@ -61,25 +61,39 @@
     return span;
   }
 
-  function cardLink(uid, alias) {
-    var a = el("a", alias || shortUid(uid));
-    a.href = "/cards/" + encodeURIComponent(uid);
-    a.setAttribute("data-card-uid", uid);
-    a.title = uid;
-    if (!alias) { a.className = "mono"; }
-    return a;
+  // The full value beside its short form; static/copy.js handles the click.
+  function copyButton(value, what) {
+    var b = el("button", null, "copy");
+    b.type = "button";
+    b.setAttribute("data-copy", value);
+    b.title = "Copy " + what + " " + value;
+    b.setAttribute("aria-label", "Copy " + what);
+    return b;
   }
 
-  function shortUid(uid) {
-    return uid.length <= 10 ? uid : uid.slice(0, 4) + "\u2026" + uid.slice(-4);
+  function ident(node, value, what) {
+    var wrap = el("span", null, "ident");
+    wrap.appendChild(node);
+    wrap.appendChild(copyButton(value, what));
+    return wrap;
+  }
+
+  // The label is the server's (card_label: the alias, else "04A1…E5F6"); no rule of our own.
+  function cardLink(d) {
+    var a = el("a", d.card_label || d.card_uid);
+    a.href = "/cards/" + encodeURIComponent(d.card_uid);
+    a.setAttribute("data-card-uid", d.card_uid);
+    a.title = d.card_uid;
+    if (!d.card_alias) { a.className = "mono"; }
+    return ident(a, d.card_uid, "card UID");
   }
 
   // An unproven UID (bad MAC, foreign card) is never drawn as a link to the card.
   function claimed(d) {
-    var span = el("span", "claims " + shortUid(d.card_uid), "claimed mono");
+    var span = el("span", "claims " + (d.card_label || d.card_uid), "claimed mono");
     span.setAttribute("data-claimed-uid", d.card_uid);
     span.title = d.card_uid + ": " + d.trust_note;
-    return span;
+    return ident(span, d.card_uid, "claimed UID");
   }
 
   function cell(col, d, topic) {
@@ -97,7 +111,7 @@
         var a = el("a", "#" + d.id); a.href = d.url; td.appendChild(a); break;
       case "card":
         if (d.card_uid && d.trust_note) { td.appendChild(claimed(d)); }
-        else if (d.card_uid) { td.appendChild(cardLink(d.card_uid, d.card_alias)); }
+        else if (d.card_uid) { td.appendChild(cardLink(d)); }
         else { td.textContent = "—"; }
         break;
       case "station": td.textContent = d.station || "—"; break;
@@ -169,8 +183,10 @@
     var links = document.querySelectorAll("[data-card-uid]");
     for (var i = 0; i < links.length; i++) {
       if (links[i].getAttribute("data-card-uid") !== d.uid) { continue; }
-      if (links[i].tagName === "A") { links[i].textContent = d.alias || shortUid(d.uid); }
-      else { links[i].textContent = d.alias || d.uid; }
+      if (links[i].tagName === "A") {
+        links[i].textContent = d.card_label || d.uid;
+        links[i].classList.toggle("mono", !d.alias);
+      } else { links[i].textContent = d.alias || d.uid; }
     }
   }
 

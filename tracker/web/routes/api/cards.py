@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -29,6 +29,7 @@ from tracker.web.deps import (
     not_found,
     one_page,
     page_limit,
+    sort_or_422,
     station_or_viewer,
     uid_or_422,
 )
@@ -59,9 +60,20 @@ def get_cards(
     status_: Annotated[CardStatus | None, Query(alias="status")] = None,
     page: PageNumber = 1,
     page_size: Annotated[int | None, Query(ge=1)] = None,
+    sort: Annotated[
+        str | None,
+        Query(max_length=40, description="card, uid, status, counter, first_seen, last_seen"),
+    ] = None,
+    direction: Annotated[Literal["asc", "desc"] | None, Query(alias="dir")] = None,
 ) -> card_service.CardsPage:
+    """Most recently seen first unless ``sort``/``dir`` say otherwise."""
     return card_service.list_cards(
-        session, q=q, status=status_, page=page, page_size=page_limit(request, page_size)
+        session,
+        q=q,
+        status=status_,
+        page=page,
+        page_size=page_limit(request, page_size),
+        sort=sort_or_422("cards", sort, direction),
     )
 
 

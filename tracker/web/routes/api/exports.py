@@ -35,7 +35,7 @@ def add_export_routes(router: APIRouter, kind: str) -> None:
 
 def _endpoint(kind: str, fmt: str) -> Callable[..., StreamingResponse]:
     def export(request: Request, _user: ViewerDep, params: ListDep) -> StreamingResponse:
-        return _export(request, kind, fmt, params.filter)
+        return _export(request, kind, fmt, params.for_list(kind))
 
     return export
 

@@ -111,9 +111,11 @@ def get_payouts(
     cursor: str | None = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> Page[PayoutPublic]:
-    """Newest first. Filters: state, card, station, since/until, min_sats/max_sats, q."""
+    """Newest first unless ``sort``/``dir`` say otherwise (time, id, amount, state).
+    Filters: state, card, station, since/until, min_sats/max_sats, q."""
+    flt = params.for_list("payouts")
     return one_page(
-        payout_service.list_payouts, request, session, flt=params.filter, cursor=cursor, limit=limit
+        payout_service.list_payouts, request, session, flt=flt, cursor=cursor, limit=limit
     )
 
 

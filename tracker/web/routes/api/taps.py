@@ -86,10 +86,10 @@ def get_taps(
     cursor: str | None = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> Page[TapPublic]:
-    """Newest first. Filters: outcome, card, station, since/until, q."""
-    return one_page(
-        tap_service.list_taps, request, session, flt=params.filter, cursor=cursor, limit=limit
-    )
+    """Newest first unless ``sort``/``dir`` say otherwise (time, counter, outcome).
+    Filters: outcome, card, station, since/until, q."""
+    flt = params.for_list("taps")
+    return one_page(tap_service.list_taps, request, session, flt=flt, cursor=cursor, limit=limit)
 
 
 add_export_routes(router, "taps")

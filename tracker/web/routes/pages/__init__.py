@@ -1,5 +1,5 @@
 """The operator pages, one router per resource (dashboard, payouts, taps, cards, stations,
-live events) plus sign-in. Routes only parse the query, call one service function and render
+live events, help) plus sign-in. Routes only parse the query, call one service function and render
 a template; error pages are in ``errors``."""
 
 from fastapi import APIRouter
@@ -10,6 +10,7 @@ from tracker.web.routes.pages import (
     audit,
     cards,
     dashboard,
+    help,
     live,
     payouts,
     stations,
@@ -19,7 +20,7 @@ from tracker.web.routes.pages.errors import install_error_pages
 
 router = APIRouter(include_in_schema=False)
 router.include_router(auth.router)
-for _resource in (dashboard, payouts, taps, cards, stations, live, account, audit):
+for _resource in (dashboard, payouts, taps, cards, stations, live, account, audit, help):
     router.include_router(_resource.router)
 
 __all__ = ["install_error_pages", "router"]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request, status
 from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
 
-from tracker import charts
+from tracker import charts, labels
 from tracker.db import SessionDep
 from tracker.models import CardStatus, CardUpdate, normalise_uid
 from tracker.services import audit
@@ -21,8 +21,8 @@ from tracker.services.filters import InvalidCursor, ListFilter
 from tracker.web.auth import Admin, CSRFChecked, CurrentUser, Viewer
 from tracker.web.deps import PageNumber, actor_of
 from tracker.web.routes.pages.errors import PageRoute
-from tracker.web.routes.pages.listing import PAGE_SIZE
-from tracker.web.templating import render, short_uid
+from tracker.web.routes.pages.listing import PAGE_SIZE, clear_href, page_sort, sort_links
+from tracker.web.templating import render
 from tracker.web.zone import operator_zone
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -45,14 +45,19 @@ def cards_page(
             raise HTTPException(
                 status_code=400, detail=f"Unknown card status {card_status!r}."
             ) from None
+    order = page_sort(request, "cards")
     result = card_service.list_cards(
         session,
         q=q.strip()[:200] or None,
         status=status_filter,
         page=max(page, 1),
         page_size=PAGE_SIZE,
+        sort=order,
     )
     pages = max(1, -(-result.total // result.page_size))
+    params = {"q": q, "status": card_status}
+    if not order.is_default:
+        params |= {"sort": order.column, "dir": order.dir}
     return render(
         request,
         "cards.html",
@@ -63,6 +68,10 @@ def cards_page(
             "status": card_status,
             "statuses": [s.value for s in CardStatus],
             "pages": pages,
+            "params": params,
+            "sorting": sort_links("/cards", params, order),
+            "filtered": bool(q.strip() or card_status),
+            "clear_href": clear_href("/cards", params),
         },
         user=user,
     )
@@ -107,7 +116,7 @@ def card_page(request: Request, uid: str, session: SessionDep, user: Viewer) -> 
         request,
         "card.html",
         {
-            "title": detail.alias or short_uid(uid),
+            "title": labels.card_label(uid, detail.alias),
             "card": detail,
             "taps": taps,
             "taps_next": taps_next,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from markupsafe import Markup
 
-from tracker import charts, zones
+from tracker import charts, labels, zones
 from tracker.db import SessionDep
 from tracker.services import payouts as payout_service
 from tracker.services import stats as stats_service
@@ -74,7 +74,8 @@ def _dashboard_charts(session: Any, since: datetime | None) -> dict[str, Markup]
     per_station = stats_service.taps_per_station(session, since=since)
     top = stats_service.top_cards(session, since=since, limit=8)
     days = [(d, sats) for d, _n, sats in volume]
-    ranked = [(alias or uid, sats, f"/cards/{uid}") for uid, alias, sats in top]
+    ranked = [(labels.card_label(uid, alias) or uid, sats, f"/cards/{uid}")
+              for uid, alias, sats in top]
     return {
         "volume": Markup(charts.responsive(lambda w: charts.payout_volume_per_day(days, width=w))),
         "stations": Markup(

@@ -1,4 +1,4 @@
-"""What the taps and payouts pages share: the lenient filter form, paging, export links.
+"""What the list pages share: the lenient filter form, sortable headers, paging, export links.
 
 Filters are parsed leniently: a bad value becomes a message on the page instead of a bare
 422, because the person who typed it is looking at that page.
@@ -12,12 +12,13 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 
 from tracker.models import PayoutState, TapOutcome, normalise_uid
 from tracker.models.checks import MAX_SATS, check_moment
 from tracker.services import stations as station_service
 from tracker.services.filters import InvalidCursor, ListFilter
+from tracker.services.sorting import Sort, UnknownSort, allowed, default_descending, parse_sort
 from tracker.web.zone import operator_zone
 
 PAGE_SIZE = 50
@@ -31,6 +32,11 @@ class Filters:
     errors: list[str]
     cursor: str | None
 
+    @property
+    def filtered(self) -> bool:
+        """Whether a filter (not just a sort) may be hiding rows."""
+        return any(k not in SORT_KEYS for k in self.params)
+
 
 _FILTER_KEYS = (
     "state",
@@ -42,7 +48,15 @@ _FILTER_KEYS = (
     "min_sats",
     "max_sats",
     "q",
+    "sort",
+    "dir",
 )
+SORT_KEYS = ("sort", "dir")
+
+
+def _sentence(exc: Exception) -> str:
+    text = str(exc)
+    return f"{text[:1].upper()}{text[1:]}."
 
 
 def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo = UTC) -> datetime:
@@ -102,6 +116,11 @@ def parse_filters(request: Request, *, kind: str) -> Filters:
                     )
     if raw["q"]:
         values["q"] = raw["q"][:200]
+    try:
+        order = parse_sort(kind, raw["sort"] or None, raw["dir"] or None)
+        values["sort"] = None if order.is_default else order
+    except UnknownSort as exc:
+        errors.append(_sentence(exc))
     params = {k: v for k, v in raw.items() if v}
     cursor = request.query_params.get("cursor") or None
     return Filters(ListFilter(**values), params, errors, cursor)
@@ -132,7 +151,46 @@ def export_params(flt: ListFilter, *, kind: str) -> dict[str, str]:
         params["max_sats"] = str(flt.max_sats)
     if flt.q:
         params["q"] = flt.q
+    if flt.sort is not None:
+        params["sort"], params["dir"] = flt.sort.column, flt.sort.dir
     return params
+
+
+def page_sort(request: Request, kind: str) -> Sort:
+    """``?sort=&dir=`` of a list without a filter form (cards, stations): an unknown value is
+    a 400 page naming the allowed ones."""
+    try:
+        return parse_sort(
+            kind, request.query_params.get("sort") or None, request.query_params.get("dir") or None
+        )
+    except UnknownSort as exc:
+        raise HTTPException(status_code=400, detail=_sentence(exc)) from None
+
+
+def clear_href(path: str, params: dict[str, str]) -> str:
+    """The list without its filters, in the same order."""
+    kept = {k: v for k, v in params.items() if k in SORT_KEYS}
+    return f"{path}?{urlencode(kept)}" if kept else path
+
+
+def sort_links(path: str, params: dict[str, str], current: Sort) -> dict[str, dict[str, Any]]:
+    """For each sortable column of the list: the header's link (the other filters kept, the
+    page reset), whether it is the current order and which way. A click on the current
+    column reverses it; on another column it starts with that column's natural direction."""
+    keep = {k: v for k, v in params.items() if k not in SORT_KEYS}
+    links: dict[str, dict[str, Any]] = {}
+    for column in allowed(current.kind):
+        is_current = column == current.column
+        descending = (
+            not current.descending if is_current else default_descending(current.kind, column)
+        )
+        query = urlencode({**keep, "sort": column, "dir": "desc" if descending else "asc"})
+        links[column] = {
+            "href": f"{path}?{query}",
+            "current": is_current,
+            "descending": current.descending if is_current else None,
+        }
+    return links
 
 
 def _export_links(kind: str, flt: ListFilter) -> dict[str, str]:
@@ -165,6 +223,9 @@ def list_page(
         "errors": filters.errors,
         "next_cursor": next_cursor,
         "first_page": filters.cursor is None,
+        "filtered": filters.filtered,
+        "clear_href": clear_href(f"/{kind}", filters.params),
+        "sorting": sort_links(f"/{kind}", filters.params, filters.flt.order(kind)),
         "stations": station_service.station_names(session),
         "export": _export_links(kind, filters.flt),
     }

@@ -14,6 +14,7 @@ from tracker.services import stations as station_service
 from tracker.web.auth import Admin, CSRFChecked, CurrentUser, Viewer
 from tracker.web.deps import actor_of
 from tracker.web.routes.pages.errors import PageRoute
+from tracker.web.routes.pages.listing import page_sort, sort_links
 from tracker.web.templating import render
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,14 @@ def _stations_page(
     error: str = "",
     status_code: int = 200,
 ) -> Response:
+    order = page_sort(request, "stations")
     return render(
         request,
         "stations.html",
         {
             "title": "Stations",
-            "stations": station_service.list_stations(session),
+            "stations": station_service.list_stations(session, sort=order),
+            "sorting": sort_links("/stations", {}, order),
             "new_token": new_token,
             "new_station": new_station,
             "error": error,
