@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -201,3 +202,33 @@ def test_body_limits_and_the_token_come_before_the_body(
     assert client.post(URL, content=junk, headers={"Authorization": "Bearer nope"}
                        ).status_code == 401
     assert client.post(URL, content=junk, headers=station.headers).status_code == 422
+
+
+def test_metrics_show_station_health_and_reconcile_lag(
+    client: TestClient, station: StationCredentials, admin_client: OperatorClient,
+    engine: Engine,
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    make_station(engine, "till-2")  # never reports
+    assert client.post(URL, json=beat(outbox_pending=4, outbox_dead=1),
+                       headers=station.headers).status_code == 200
+    reconciled = datetime.now(UTC) - timedelta(seconds=120)
+    with engine.begin() as conn:
+        for name, last in (("shop", reconciled), ("never", None)):
+            conn.execute(sa.text(
+                "INSERT INTO issuer (name, kind, url, store_id, api_key_enc, "
+                "webhook_secret_enc, created, last_reconciled) VALUES "
+                "(:n, 'btcpay', 'http://127.0.0.1:1', 's', 'x', 'x', :c, :l)"),
+                {"n": name, "c": datetime.now(UTC), "l": last})
+    text = admin_client.client.get("/metrics").text
+    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for family in text_string_to_metric_families(text) for s in family.samples}
+    assert found[("tracker_stations_online", ())] == 1
+    assert found[("tracker_station_online", (("station", "till-1"),))] == 1
+    assert found[("tracker_station_online", (("station", "till-2"),))] == 0
+    assert found[("tracker_station_outbox_pending", (("station", "till-1"),))] == 4
+    assert found[("tracker_station_outbox_dead", (("station", "till-1"),))] == 1
+    assert ("tracker_station_outbox_pending", (("station", "till-2"),)) not in found
+    assert 119 <= found[("tracker_reconcile_lag_seconds", (("issuer", "shop"),))] < 180
+    assert found[("tracker_reconcile_lag_seconds", (("issuer", "never"),))] == float("inf")
