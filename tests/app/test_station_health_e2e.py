@@ -178,9 +178,10 @@ token = "{METRICS_TOKEN}"
     def tap() -> None:
         """One tap: the card stays until the station counted it, then leaves for good."""
         nonlocal made
+        want = made + 1
         for _attempt in range(4):
             radio.insert(card)
-            counted = wait_until(lambda: accepted(metrics) >= made + 1, 10, step=0.05)
+            counted = wait_until(lambda: accepted(metrics) >= want, 10, step=0.05)
             radio.remove()
             time.sleep(0.6)  # the reader polls every 0.25 s: let it see the field empty
             if counted:
