@@ -17,6 +17,9 @@ TOML layout (every key optional)::
     debounce = 0.3                            # seconds the field must stay empty between taps
     status_ttl = 5.0                          # seconds a card status from the tracker is trusted
     confirm_timeout = 1.5                     # wait this long for the tracker, then accept offline
+    heartbeat = 30                            # seconds between heartbeats to the tracker
+                                              # (version, outbox depth, dead records,
+                                              # readers, uptime); 0 = off
 
     [[readers]]
     backend = "pcsc"                          # pcsc | nfcpy | emulated
@@ -50,10 +53,6 @@ TOML layout (every key optional)::
     listen = "127.0.0.1:8090"                 # "" = off
     token = "..."                             # optional bearer token
     charge_timeout = 60                       # seconds an armed charge waits for a tap
-
-    heartbeat = 30                            # seconds between heartbeats to the tracker
-                                              # (version, outbox depth, dead records,
-                                              # readers, uptime); 0 = off
 
     [metrics]                                 # GET /metrics (Prometheus) of `station run`
     listen = "127.0.0.1:9108"                 # "" = off (the default)
