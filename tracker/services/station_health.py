@@ -50,9 +50,15 @@ def record_heartbeat(
     stmt = stmt.on_conflict_do_update(  # type: ignore[assignment]
         index_elements=["station_pk"], set_={c: stmt.excluded[c] for c in _COLUMNS}
     )
-    session.execute(stmt)
-    station_service.touch(database_of(session), session, station_id=station_id, now=now)
-    session.commit()
+    database = database_of(session)
+    with database.write_lock:  # SQLite: queue behind other writers instead of busy-waiting
+        try:
+            session.execute(stmt)
+            station_service.touch(database, session, station_id=station_id, now=now)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
     return HeartbeatPublic.model_validate({**beat.model_dump(), "received_at": now})
 
 
