@@ -155,3 +155,16 @@ def test_viewers_get_403_on_token_changes(
                         data={"name": "till-1", "csrf_token": viewer_client.csrf}, headers=HTML)
         assert answer.status_code == 403
     assert client.post(URL, json=beat(), headers=station.headers).status_code == 200
+
+
+def test_control_characters_in_a_station_name_are_4xx_on_both_databases(
+    admin_client: OperatorClient, station: StationCredentials, client: TestClient,
+) -> None:
+    c = admin_client.client
+    assert c.get("/stations/token?action=rotate&name=till%00", headers=HTML).status_code == 400
+    for action in ("rotate", "revoke"):
+        answer = c.post(f"/stations/{action}",
+                        data={"name": "till-1\x00", "csrf_token": admin_client.csrf},
+                        headers=HTML)
+        assert answer.status_code == 400, answer.text
+    assert client.post(URL, json=beat(), headers=station.headers).status_code == 200
