@@ -271,7 +271,6 @@ def start_heartbeat(station: Station) -> HeartbeatSender | None:
 def serve_metrics(station: Station, heartbeat: HeartbeatSender | None) -> PosServer:
     """``GET /metrics`` on ``[metrics] listen`` (see :mod:`station.monitor.metrics`)."""
     from station.monitor.metrics import create_metrics_app, metrics_registry
-    from station.serve import serve_in_thread
 
     assert station.vitals is not None
     charging = station.charging
@@ -288,11 +287,10 @@ def serve_metrics(station: Station, heartbeat: HeartbeatSender | None) -> PosSer
         claims=claims if charging is not None else None,
         heartbeat=heartbeat.status if heartbeat is not None else None,
     )
-    host, port = station.settings.metrics.address()
     token = station.settings.metrics.token
     app = create_metrics_app(metrics_registry(sources),
                              token=token.reveal() if token is not None else None)
-    url, stop = serve_in_thread(app, host, port)
+    url, stop = _serve(app, "[metrics] listen", station.settings.metrics.address())
     log.info("metrics on %s/metrics (token %s)", url, "required" if token else "not set",
              extra={"fields": {"event": "metrics_listening", "url": url}})
     return PosServer(url, stop)
@@ -314,21 +312,22 @@ def run_station(
         log.info("pruned %d settled records older than 30 days from the outbox", pruned)
     station.forwarder.start()
     heartbeat = start_heartbeat(station)
-    metrics = serve_metrics(station, heartbeat) if station.settings.metrics.listen else None
-    pos = None
-    if station.charging is not None:
-        station.charging.start()
-        if station.settings.pos.listen:
-            pos = serve_pos(station)
-    log.info(
-        "station %s watching %s; tracker: %s; outbox %s (%d pending)",
-        station.settings.station_name,
-        ", ".join(s.label for s in station.daemon.slots),
-        station.settings.tracker.mode,
-        station.settings.outbox_path,
-        station.outbox.pending_count(),
-    )
+    metrics = pos = None
     try:
+        if station.settings.metrics.listen:
+            metrics = serve_metrics(station, heartbeat)
+        if station.charging is not None:
+            station.charging.start()
+            if station.settings.pos.listen:
+                pos = serve_pos(station)
+        log.info(
+            "station %s watching %s; tracker: %s; outbox %s (%d pending)",
+            station.settings.station_name,
+            ", ".join(s.label for s in station.daemon.slots),
+            station.settings.tracker.mode,
+            station.settings.outbox_path,
+            station.outbox.pending_count(),
+        )
         station.daemon.run()
     finally:
         if pos is not None:
@@ -346,6 +345,24 @@ def run_station(
     return 0
 
 
+class ListenerUnavailable(RuntimeError):
+    """A listener ``station run`` was told to open cannot be bound (the port is taken, the
+    address is not this machine's). The message names the setting to change."""
+
+
+def _serve(app: object, setting: str, address: tuple[str, int]) -> tuple[str, Callable[[], None]]:
+    from station.serve import serve_in_thread
+
+    host, port = address
+    try:
+        return serve_in_thread(app, host, port)
+    except OSError as exc:
+        raise ListenerUnavailable(
+            f"cannot listen on {host}:{port} ({setting}): {exc.strerror or exc}; "
+            "choose a free port or another address"
+        ) from None
+
+
 @dataclass
 class PosServer:
     """A listener ``station run`` serves (the POS endpoint, ``/metrics``)."""
@@ -357,16 +374,14 @@ class PosServer:
 def serve_pos(station: Station) -> PosServer:
     """Serve the POS endpoint on ``[pos] listen`` (127.0.0.1 unless told otherwise)."""
     from station.pos.app import create_pos_app
-    from station.serve import serve_in_thread
 
     assert station.charging is not None
-    host, port = station.settings.pos.address()
     token = station.settings.pos.token
     app = create_pos_app(
         station.charging.registry, token=token.reveal() if token is not None else None,
         readers=[slot.label for slot in station.daemon.slots],
     )
-    url, stop = serve_in_thread(app, host, port)
+    url, stop = _serve(app, "[pos] listen", station.settings.pos.address())
     log.info("POS endpoint on %s/ (token %s)", url, "required" if token else "not set",
              extra={"fields": {"event": "pos_listening", "url": url}})
     return PosServer(url, stop)

@@ -150,3 +150,32 @@ def test_metrics_app_needs_its_token_when_one_is_set() -> None:
     assert found[("station_claims", (("state", "paid"),))] == 4
     assert found[("station_info", (("station", "till-m"), ("version", "9.8.7")))] == 1
     assert found[("station_readers_present", ())] == 1
+
+
+def test_a_metrics_port_in_use_stops_station_run_with_one_line(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "station.toml"
+        cfg.write_text(f"""
+station_name = "busy-port"
+outbox = "outbox.sqlite"
+[[readers]]
+backend = "emulated"
+[keys]
+issuer_key = "00112233445566778899aabbccddeeff"
+[metrics]
+listen = "127.0.0.1:{port}"
+""")
+        proc = subprocess.run([sys.executable, "-m", "station", "run", "--config", str(cfg)],
+                              cwd=repo, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("station run: cannot listen on") and "[metrics] listen" in last
+    assert "Traceback" not in proc.stderr
