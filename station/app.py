@@ -235,7 +235,7 @@ def build_station(
         pipeline, slots, debounce=settings.debounce, poll=poll, max_taps=max_taps,
         keep_results=keep_results, on_tap=on_tap,
     )
-    vitals = Vitals(forwarder.health, lambda: readers_of(daemon))
+    vitals = Vitals(lambda: forwarder.health(delivered=False), lambda: readers_of(daemon))
     return Station(settings, outbox, uplink, forwarder, pipeline, daemon, charges, vitals)
 
 
@@ -283,7 +283,7 @@ def serve_metrics(station: Station, heartbeat: HeartbeatSender | None) -> PosSer
         station_name=station.settings.station_name,
         vitals=station.vitals,
         taps=lambda: tap_counts(station.daemon),
-        outbox=station.outbox.counts,
+        outbox=station.outbox.waiting,
         claims=claims if charging is not None else None,
         heartbeat=heartbeat.status if heartbeat is not None else None,
     )

@@ -2,8 +2,9 @@
 
 Every value is read at scrape time from the running station (one custom collector, no
 counters kept twice): taps by outcome (and refusals by reason) since the process started,
-charges by state from the charge journal, outbox records by state (pending = depth, dead =
-refused for good), the forwarder's line to the tracker, the readers, and the heartbeats.
+charges by state from the charge journal, the outbox's depth and dead records (from its state
+index, so a scrape never holds the outbox long enough to delay a tap), the forwarder's line
+to the tracker, the readers, and the heartbeats.
 
 Served on ``[metrics] listen`` (its own listener, see :mod:`station.settings`); with
 ``[metrics] token`` set, a scrape must send ``Authorization: Bearer <token>`` (compared in
@@ -46,7 +47,7 @@ class MetricSources:
     station_name: str
     vitals: Vitals
     taps: Callable[[], TapCounts]
-    outbox: Callable[[], dict[str, int]]  # records by state (Outbox.counts)
+    outbox: Callable[[], tuple[int, int]]  # (pending, dead): Outbox.waiting
     claims: Callable[[], dict[str, int]] | None = None  # charges by state (journal)
     heartbeat: Callable[[], HeartbeatStatus] | None = None
 
@@ -110,17 +111,11 @@ class StationCollector(Collector):
         yield errors
 
     @staticmethod
-    def _outbox(counts: dict[str, int]) -> Iterator[Metric]:
-        yield _gauge("station_outbox_pending", "Records waiting to reach the tracker",
-                     counts.get("pending", 0))
+    def _outbox(waiting: tuple[int, int]) -> Iterator[Metric]:
+        pending, dead = waiting
+        yield _gauge("station_outbox_pending", "Records waiting to reach the tracker", pending)
         yield _gauge("station_outbox_dead",
-                     "Records the tracker refused for good (never sent again)",
-                     counts.get("rejected", 0))
-        records = GaugeMetricFamily("station_outbox_records", "Outbox records, by state",
-                                    labels=["state"])
-        for state in ("pending", "delivered", "conflict", "blocked", "rejected"):
-            records.add_metric([state], counts.get(state, 0))
-        yield records
+                     "Records the tracker refused for good (never sent again)", dead)
 
     @staticmethod
     def _heartbeats(status: HeartbeatStatus) -> Iterator[Metric]:

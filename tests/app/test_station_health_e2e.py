@@ -238,7 +238,6 @@ token = "{METRICS_TOKEN}"
         assert found[("station_taps_total", (("outcome", "refused"),))] == 0
         assert [t["outcome"] for t in stored] == ["accepted"] * 6
         assert found[("station_outbox_pending", ())] == 0
-        assert found[("station_outbox_records", (("state", "delivered"),))] == 6
         assert found[("station_outbox_dead", ())] == 0
         assert found[("station_forwarder_online", ())] == 1
         assert found[("station_readers_present", ())] == 1

@@ -127,7 +127,7 @@ def test_metrics_app_needs_its_token_when_one_is_set() -> None:
     sources = MetricSources(
         station_name="till-m", vitals=_vitals(),
         taps=lambda: TapCounts(accepted=5, refused_by_reason={"counter_not_increasing": 2}),
-        outbox=lambda: {"pending": 3, "delivered": 7, "rejected": 1},
+        outbox=lambda: (3, 1),
         claims=lambda: {"paid": 4, "sending": 0},
     )
     url, stop = serve_in_thread(create_metrics_app(metrics_registry(sources), token="t0ken"))
