@@ -168,3 +168,39 @@ def test_control_characters_in_a_station_name_are_4xx_on_both_databases(
                         headers=HTML)
         assert answer.status_code == 400, answer.text
     assert client.post(URL, json=beat(), headers=station.headers).status_code == 200
+
+
+@SQLITE_ONLY
+def test_taps_today_and_the_last_heartbeat_follow_the_operators_zone(
+    client: TestClient, station: StationCredentials, viewer_client: OperatorClient,
+) -> None:
+    from sqlmodel import select
+
+    from tracker import zones
+    from tracker.models import Tap
+
+    tokyo = zones.parse_zone("Asia/Tokyo")
+    midnight = zones.today_start(tokyo)
+    for counter in (1, 2):
+        tap = make_tap("04A1B2C3D4E5F6", counter)
+        assert client.post("/api/v1/taps", json=tap, headers=station.headers).status_code == 201
+    with Session(client.app.state.engine) as s:  # type: ignore[attr-defined]
+        first = s.exec(select(Tap).order_by(Tap.id)).first()  # type: ignore[arg-type]
+        assert first is not None
+        first.received_at = midnight - timedelta(minutes=30)  # yesterday in Tokyo
+        s.add(first)
+        s.commit()
+    assert client.post(URL, json=beat(), headers=station.headers).status_code == 200
+
+    answer = viewer_client.client.post(
+        "/account/timezone", data={"timezone": "Asia/Tokyo", "csrf_token": viewer_client.csrf},
+        headers=HTML, follow_redirects=False)
+    assert answer.status_code == 303
+    page = viewer_client.client.get("/stations", headers=HTML).text
+    assert "Last heartbeat (Asia/Tokyo)" in page
+    assert 'data-col="taps-today">1<' in _row(page, "till-1")
+    with Session(client.app.state.engine) as s:  # type: ignore[attr-defined]
+        received = station_health.find(s, "till-1")
+    assert received is not None and received.heartbeat is not None
+    local = received.heartbeat.received_at.astimezone(tokyo).strftime("%H:%M:%S")
+    assert local in _row(page, "till-1")
