@@ -8,12 +8,12 @@ station's previous one; it is how the tracker tells an idle station from a dead 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from tracker.db import SessionDep
 from tracker.models import HeartbeatCreate, HeartbeatPublic, StationOverview
 from tracker.services import station_health
-from tracker.web.deps import StationDep, ViewerDep
+from tracker.web.deps import ViewerDep, database, station_of
 from tracker.web.zone import operator_zone
 
 router = APIRouter(prefix="/api/v1", tags=["stations"])
@@ -35,7 +35,15 @@ def get_stations(request: Request, session: SessionDep, _user: ViewerDep) -> lis
     },
     summary="Report the station's health (stations)",
 )
-def post_heartbeat(
-    body: HeartbeatCreate, station: StationDep, session: SessionDep
-) -> HeartbeatPublic:
-    return station_health.record_heartbeat(session, station_id=station.id, beat=body)
+async def post_heartbeat(body: HeartbeatCreate, request: Request) -> Response:
+    """Async like the tap route: the token comes from the gate's cache and the write runs in
+    a worker thread without a request-scoped session (every station, every period)."""
+    station = await station_of(request)
+    db = database(request)
+
+    def store() -> HeartbeatPublic:
+        with db.sessions() as session:
+            return station_health.record_heartbeat(session, station_id=station.id, beat=body)
+
+    stored = await db.call(store)
+    return Response(content=stored.model_dump_json(), media_type="application/json")
