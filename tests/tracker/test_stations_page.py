@@ -204,3 +204,14 @@ def test_taps_today_and_the_last_heartbeat_follow_the_operators_zone(
     assert received is not None and received.heartbeat is not None
     local = received.heartbeat.received_at.astimezone(tokyo).strftime("%H:%M:%S")
     assert local in _row(page, "till-1")
+
+
+@SQLITE_ONLY
+def test_what_a_station_reports_is_shown_as_text(
+    client: TestClient, station: StationCredentials, viewer_client: OperatorClient,
+) -> None:
+    hostile = beat(problem='<script>alert("x")</script>', version="<b>1</b>")
+    assert client.post(URL, json=hostile, headers=station.headers).status_code == 200
+    page = viewer_client.client.get("/stations", headers=HTML).text
+    assert "<script>alert" not in page and "<b>1</b>" not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
