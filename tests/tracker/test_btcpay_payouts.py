@@ -378,3 +378,13 @@ def test_greenfield_errors_against_the_demo_issuer() -> None:
         asyncio.run(timeout())
 
 
+
+
+def test_a_failed_reconcile_pass_leaves_the_lag_growing(
+    settings: TrackerSettings, engine: Engine, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _add_issuer(engine, settings, "http://127.0.0.1:9")  # nothing listens there
+    code = cli.main(["--database-url", settings.database_url, "reconcile", "--once", "--json"])
+    assert code == 1
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    assert _last_reconciled(engine) is None  # /metrics keeps reporting +Inf for it
