@@ -48,7 +48,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict station/ntag424 station/emulator station/invoices station/claim
+	$(BIN)/mypy --strict station/ntag424 station/emulator station/invoices station/claim station/monitor
 
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -29,6 +29,9 @@ from station.claim.runner import ChargeRunner, PinPrompt
 from station.claim.watch import InvoiceWatcher
 from station.daemon import Daemon, ReaderSlot
 from station.invoices import InvoiceSource, make_source
+from station.monitor.heartbeat import HeartbeatSender
+from station.monitor.metrics import MetricSources, TapCounts
+from station.monitor.vitals import Readers, Vitals
 from station.outbox.forwarder import Forwarder
 from station.outbox.health import StationHealth
 from station.outbox.outbox import Outbox
@@ -154,6 +157,7 @@ class Station:
     pipeline: TapPipeline
     daemon: Daemon
     charging: Charging | None = None
+    vitals: Vitals | None = None
 
     def status(self) -> StationHealth:
         """The line to the tracker: online, pending, dead records, what is wrong now (for a
@@ -231,7 +235,65 @@ def build_station(
         pipeline, slots, debounce=settings.debounce, poll=poll, max_taps=max_taps,
         keep_results=keep_results, on_tap=on_tap,
     )
-    return Station(settings, outbox, uplink, forwarder, pipeline, daemon, charges)
+    vitals = Vitals(lambda: forwarder.health(delivered=False), lambda: readers_of(daemon))
+    return Station(settings, outbox, uplink, forwarder, pipeline, daemon, charges, vitals)
+
+
+def readers_of(daemon: Daemon) -> Readers:
+    """Readers configured, and those open and answering now."""
+    present = sum(1 for s in daemon.slots if s.reader is not None and s.down_since is None)
+    return Readers(present=present, total=len(daemon.slots))
+
+
+def tap_counts(daemon: Daemon) -> TapCounts:
+    stats = daemon.stats
+    return TapCounts(
+        accepted=stats.accepted, refused_by_reason=dict(stats.refused_by_reason),
+        unsupported=stats.unsupported, removed_mid_read=stats.removed_mid_read,
+        reader_errors=stats.reader_errors,
+    )
+
+
+#: Every state a charge can have in the journal (shown as 0 when there is none).
+CHARGE_STATES = ("sending", "claimed", "pending", "unknown", "paid", "refused", "expired")
+
+
+def start_heartbeat(station: Station) -> HeartbeatSender | None:
+    """Heartbeats to the tracker every ``heartbeat`` seconds (not without a tracker, or at 0)."""
+    period = station.settings.heartbeat
+    if period <= 0 or station.settings.tracker.mode == "none" or station.vitals is None:
+        return None
+    sender = HeartbeatSender(station.uplink.send_heartbeat, station.vitals.heartbeat, period)
+    sender.start()
+    return sender
+
+
+def serve_metrics(station: Station, heartbeat: HeartbeatSender | None) -> PosServer:
+    """``GET /metrics`` on ``[metrics] listen`` (see :mod:`station.monitor.metrics`)."""
+    from station.monitor.metrics import create_metrics_app, metrics_registry
+
+    assert station.vitals is not None
+    charging = station.charging
+
+    def claims() -> dict[str, int]:
+        assert charging is not None
+        return {**dict.fromkeys(CHARGE_STATES, 0), **charging.journal.counts()}
+
+    sources = MetricSources(
+        station_name=station.settings.station_name,
+        vitals=station.vitals,
+        taps=lambda: tap_counts(station.daemon),
+        outbox=station.outbox.waiting,
+        claims=claims if charging is not None else None,
+        heartbeat=heartbeat.status if heartbeat is not None else None,
+    )
+    token = station.settings.metrics.token
+    app = create_metrics_app(metrics_registry(sources),
+                             token=token.reveal() if token is not None else None)
+    url, stop = _serve(app, "[metrics] listen", station.settings.metrics.address())
+    log.info("metrics on %s/metrics (token %s)", url, "required" if token else "not set",
+             extra={"fields": {"event": "metrics_listening", "url": url}})
+    return PosServer(url, stop)
 
 
 def run_station(
@@ -249,24 +311,31 @@ def run_station(
     if pruned:
         log.info("pruned %d settled records older than 30 days from the outbox", pruned)
     station.forwarder.start()
-    pos = None
-    if station.charging is not None:
-        station.charging.start()
-        if station.settings.pos.listen:
-            pos = serve_pos(station)
-    log.info(
-        "station %s watching %s; tracker: %s; outbox %s (%d pending)",
-        station.settings.station_name,
-        ", ".join(s.label for s in station.daemon.slots),
-        station.settings.tracker.mode,
-        station.settings.outbox_path,
-        station.outbox.pending_count(),
-    )
+    heartbeat = start_heartbeat(station)
+    metrics = pos = None
     try:
+        if station.settings.metrics.listen:
+            metrics = serve_metrics(station, heartbeat)
+        if station.charging is not None:
+            station.charging.start()
+            if station.settings.pos.listen:
+                pos = serve_pos(station)
+        log.info(
+            "station %s watching %s; tracker: %s; outbox %s (%d pending)",
+            station.settings.station_name,
+            ", ".join(s.label for s in station.daemon.slots),
+            station.settings.tracker.mode,
+            station.settings.outbox_path,
+            station.outbox.pending_count(),
+        )
         station.daemon.run()
     finally:
         if pos is not None:
             pos.stop()
+        if metrics is not None:
+            metrics.stop()
+        if heartbeat is not None:
+            heartbeat.stop()
         left = station.shutdown(flush_timeout=flush_timeout)
         if left:
             log.warning("%d taps still spooled in %s; they go out on the next start", left,
@@ -276,8 +345,28 @@ def run_station(
     return 0
 
 
+class ListenerUnavailable(RuntimeError):
+    """A listener ``station run`` was told to open cannot be bound (the port is taken, the
+    address is not this machine's). The message names the setting to change."""
+
+
+def _serve(app: object, setting: str, address: tuple[str, int]) -> tuple[str, Callable[[], None]]:
+    from station.serve import serve_in_thread
+
+    host, port = address
+    try:
+        return serve_in_thread(app, host, port)
+    except OSError as exc:
+        raise ListenerUnavailable(
+            f"cannot listen on {host}:{port} ({setting}): {exc.strerror or exc}; "
+            "choose a free port or another address"
+        ) from None
+
+
 @dataclass
 class PosServer:
+    """A listener ``station run`` serves (the POS endpoint, ``/metrics``)."""
+
     url: str
     stop: Callable[[], None]
 
@@ -285,16 +374,14 @@ class PosServer:
 def serve_pos(station: Station) -> PosServer:
     """Serve the POS endpoint on ``[pos] listen`` (127.0.0.1 unless told otherwise)."""
     from station.pos.app import create_pos_app
-    from station.serve import serve_in_thread
 
     assert station.charging is not None
-    host, port = station.settings.pos.address()
     token = station.settings.pos.token
     app = create_pos_app(
         station.charging.registry, token=token.reveal() if token is not None else None,
         readers=[slot.label for slot in station.daemon.slots],
     )
-    url, stop = serve_in_thread(app, host, port)
+    url, stop = _serve(app, "[pos] listen", station.settings.pos.address())
     log.info("POS endpoint on %s/ (token %s)", url, "required" if token else "not set",
              extra={"fields": {"event": "pos_listening", "url": url}})
     return PosServer(url, stop)

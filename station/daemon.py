@@ -113,6 +113,8 @@ class DaemonStats:
     unsupported: int = 0
     removed_mid_read: int = 0
     reader_errors: int = 0
+    #: Refused taps by reason (``counter_not_increasing``, ``unknown_card``…), for metrics.
+    refused_by_reason: dict[str, int] = field(default_factory=dict)
     results: list[TapResult] = field(default_factory=list)
 
 
@@ -275,6 +277,8 @@ class Daemon:
                 self.stats.accepted += 1
             else:
                 self.stats.refused += 1
+                why = result.reason or "unknown"
+                self.stats.refused_by_reason[why] = self.stats.refused_by_reason.get(why, 0) + 1
             if self.keep_results:
                 self.stats.results.append(result)
             reached = self.max_taps is not None and self.stats.taps >= self.max_taps

@@ -17,6 +17,9 @@ TOML layout (every key optional)::
     debounce = 0.3                            # seconds the field must stay empty between taps
     status_ttl = 5.0                          # seconds a card status from the tracker is trusted
     confirm_timeout = 1.5                     # wait this long for the tracker, then accept offline
+    heartbeat = 30                            # seconds between heartbeats to the tracker
+                                              # (version, outbox depth, dead records,
+                                              # readers, uptime); 0 = off
 
     [[readers]]
     backend = "pcsc"                          # pcsc | nfcpy | emulated
@@ -51,13 +54,22 @@ TOML layout (every key optional)::
     token = "..."                             # optional bearer token
     charge_timeout = 60                       # seconds an armed charge waits for a tap
 
+    [metrics]                                 # GET /metrics (Prometheus) of `station run`
+    listen = "127.0.0.1:9108"                 # "" = off (the default)
+    token = "..."                             # optional: Authorization: Bearer <token>
+
+The metrics endpoint has a listener of its own, not the POS one: a scrape must work on a
+station without charges (no POS endpoint), and the POS listener may face the shop's phones
+while metrics stay on loopback or the monitoring network.
+
 Environment: STATION_NAME, STATION_READERS ("pcsc:ACR122,nfcpy:usb"), STATION_KEYS_FILE,
 STATION_ISSUER_KEY, STATION_ISSUER_KEY_VERSION, STATION_DATABASE_URL, STATION_TRACKER_URL,
 STATION_TRACKER_TOKEN, STATION_ALLOWED_HOSTS (comma separated), STATION_OUTBOX,
 STATION_LOG_FORMAT, STATION_DEBOUNCE, STATION_STATUS_TTL, STATION_CONFIRM_TIMEOUT,
 STATION_INSECURE_HOSTS, STATION_ACCEPT_FOREIGN_CARDS (1/0), STATION_CHARGES_JOURNAL,
 STATION_INVOICE_SOURCE, STATION_INVOICE_URL, STATION_INVOICE_KEY, STATION_INVOICE_STORE_ID,
-STATION_INVOICE_EXPIRY, STATION_POS_LISTEN, STATION_POS_TOKEN, STATION_CHARGE_TIMEOUT.
+STATION_INVOICE_EXPIRY, STATION_POS_LISTEN, STATION_POS_TOKEN, STATION_CHARGE_TIMEOUT,
+STATION_HEARTBEAT, STATION_METRICS_LISTEN, STATION_METRICS_TOKEN.
 """
 
 from __future__ import annotations
@@ -180,11 +192,31 @@ class PosSettings:
             raise SettingsError("[pos] charge_timeout must be 1..3600 seconds")
 
     def address(self) -> tuple[str, int]:
-        host, sep, port = self.listen.rpartition(":")
-        host = host.strip("[]")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise SettingsError('[pos] listen must be "HOST:PORT", e.g. "127.0.0.1:8090"')
-        return host, int(port)
+        return listen_address("[pos] listen", self.listen, "127.0.0.1:8090")
+
+
+def listen_address(name: str, listen: str, example: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as a (host, port) pair; port 0 = any free one."""
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SettingsError(f'{name} must be "HOST:PORT", e.g. "{example}"')
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``GET /metrics`` of ``station run`` on a listener of its own (``listen = ""``: off)."""
+
+    listen: str = ""
+    token: Secret | None = None
+
+    def __post_init__(self) -> None:
+        if self.listen:
+            self.address()
+
+    def address(self) -> tuple[str, int]:
+        return listen_address("[metrics] listen", self.listen, "127.0.0.1:9108")
 
 
 @dataclass(frozen=True)
@@ -207,6 +239,10 @@ class StationSettings:
     fresh_outbox: bool = False
     invoices: InvoiceSettings = InvoiceSettings()
     pos: PosSettings = PosSettings()
+    #: Seconds between two heartbeats to the tracker; 0 = none. The tracker calls the
+    #: station offline after three periods without one.
+    heartbeat: float = 30.0
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def charges_journal_path(self) -> Path:
@@ -226,6 +262,8 @@ class StationSettings:
                 raise SettingsError(f"{name} must not be negative")
         if not self.readers:
             raise SettingsError("configure at least one reader ([[readers]] or STATION_READERS)")
+        if self.heartbeat != 0 and not 0.2 <= self.heartbeat <= 3600:
+            raise SettingsError("heartbeat must be 0 (off) or 0.2..3600 seconds")
         if self.tracker.url and not self.tracker.token and not self.tracker.database_url:
             raise SettingsError("tracker url is set but no station token (STATION_TRACKER_TOKEN)")
 
@@ -340,6 +378,8 @@ def load_settings(
         kw["charges_journal"] = rel(str(data["charges_journal"]))
     if "fresh_outbox" in data:
         kw["fresh_outbox"] = _flag("fresh_outbox", data["fresh_outbox"])
+    if "heartbeat" in data:
+        kw["heartbeat"] = _number("heartbeat", data["heartbeat"])
 
     # Environment overrides (relative paths there are relative to the working directory).
     if env.get("STATION_NAME"):
@@ -365,6 +405,7 @@ def load_settings(
         ("debounce", "STATION_DEBOUNCE"),
         ("status_ttl", "STATION_STATUS_TTL"),
         ("confirm_timeout", "STATION_CONFIRM_TIMEOUT"),
+        ("heartbeat", "STATION_HEARTBEAT"),
     ):
         if env.get(var):
             kw[name] = _number(name, env[var])
@@ -396,6 +437,12 @@ def load_settings(
     )
     kw["invoices"] = _invoices(inv_t, env)
     kw["pos"] = _pos(pos_t, env)
+    met_t: dict[str, Any] = dict(data.get("metrics", {}))
+    met_token = env.get("STATION_METRICS_TOKEN") or met_t.get("token")
+    kw["metrics"] = MetricsSettings(
+        listen=str(env.get("STATION_METRICS_LISTEN", met_t.get("listen", ""))).strip(),
+        token=Secret(str(met_token)) if met_token else None,
+    )
     return StationSettings(**kw)
 
 

@@ -252,17 +252,21 @@ def cmd_stations_add(args: argparse.Namespace) -> int:
 
 
 def cmd_stations_list(args: argparse.Namespace) -> int:
-    from tracker.services import stations
+    from tracker.services import station_health
 
     settings = _settings(args)
     with _session(settings) as session:
-        rows = stations.list_stations(session)
+        rows = station_health.overview(session, count_taps=False)
     if args.json:
         print(json.dumps([r.model_dump(mode="json") for r in rows]))
     else:
         for r in rows:
             seen = r.last_seen.isoformat() if r.last_seen else "never"
-            print(f"{r.name}\tlast seen {seen}\t{'token' if r.has_token else 'local'}")
+            hb = r.heartbeat
+            health = (f"outbox {hb.outbox_pending}\tdead {hb.outbox_dead}\tversion {hb.version}"
+                      if hb else "no heartbeat")
+            print(f"{r.name}\t{r.state_words}\tlast seen {seen}\t{health}\t"
+                  f"{'token' if r.has_token else 'local'}")
     return 0
 
 

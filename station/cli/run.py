@@ -59,7 +59,7 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from station.app import build_station, run_station
+    from station.app import ListenerUnavailable, build_station, run_station
     from station.daemon import setup_logging
     from station.outbox.opening import OutboxUnusable
     from station.settings import SettingsError, load_settings
@@ -83,7 +83,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"station run: a component is missing: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT
-    return run_station(station)
+    try:
+        return run_station(station)
+    except ListenerUnavailable as exc:  # [metrics] / [pos] listen: the port is taken
+        print(f"station run: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
 
 
 # -- station read ---------------------------------------------------------------------------------

@@ -87,11 +87,17 @@ class Forwarder:
         """False while the last attempt failed with :class:`UplinkUnavailable`."""
         return self._online
 
-    def health(self) -> StationHealth:
+    def health(self, *, delivered: bool = True) -> StationHealth:
         """What the station can report about its line to the tracker (see
-        :class:`~station.outbox.health.StationHealth`)."""
+        :class:`~station.outbox.health.StationHealth`). ``delivered=False`` leaves the
+        delivered count out (None) and reads only the index of waiting records: what a
+        heartbeat or a scrape asks, however large the outbox grew."""
         try:
-            counts: dict[str, int] | None = self.outbox.counts()
+            if delivered:
+                counts: dict[str, int] | None = self.outbox.counts()
+            else:
+                pending, dead = self.outbox.waiting()
+                counts = {PENDING: pending, REJECTED: dead}
         except Exception:  # the outbox cannot even be read: say so, do not raise
             counts = None
         thread = self._thread
@@ -100,7 +106,7 @@ class Forwarder:
             forwarding=thread is not None and thread.is_alive(),
             pending=None if counts is None else counts.get(PENDING, 0),
             dead=None if counts is None else counts.get(REJECTED, 0),
-            delivered=None if counts is None else counts.get(DELIVERED, 0),
+            delivered=None if counts is None or not delivered else counts.get(DELIVERED, 0),
             problem=self._problem or (None if counts is not None else "outbox unreadable"),
             problem_since=self._problem_since,
         )

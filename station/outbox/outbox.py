@@ -409,6 +409,18 @@ class Outbox:
             counts["dead"] = counts[REJECTED]
         return counts
 
+    def waiting(self) -> tuple[int, int]:
+        """``(pending, dead)`` from the state index: cheap however many settled records the
+        file holds (:meth:`counts` scans them all), so a heartbeat or a scrape never holds
+        the outbox lock long enough to delay a tap."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) FROM outbox WHERE state IN (?, ?) GROUP BY state",
+                (PENDING, REJECTED),
+            ).fetchall()
+        found = {str(state): int(n) for state, n in rows}
+        return found.get(PENDING, 0), found.get(REJECTED, 0)
+
     def pending_count(self) -> int:
         return self.counts().get(PENDING, 0)
 

@@ -18,6 +18,7 @@ from station.uplink.base import (
     CONFLICT,
     CardStatus,
     Delivery,
+    Heartbeat,
     Uplink,
     UplinkUnavailable,
 )
@@ -82,6 +83,9 @@ class ForgetOnTurnDown:
 
     def card_status(self, uid: str) -> CardStatus:
         return self._uplink.card_status(uid)
+
+    def send_heartbeat(self, beat: Heartbeat) -> None:
+        self._uplink.send_heartbeat(beat)
 
     def close(self) -> None:
         self._uplink.close()

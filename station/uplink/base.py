@@ -49,6 +49,33 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Heartbeat:
+    """What the station says about itself every period (``POST /api/v1/stations/heartbeat``).
+
+    Not an outbox record: only the latest one matters, so a failed heartbeat is simply
+    replaced by the next one."""
+
+    version: str
+    started_at: str  # ISO 8601 with offset (the station's clock)
+    uptime_s: int  # measured on the monotonic clock
+    period_s: float
+    outbox_pending: int
+    outbox_dead: int
+    readers_present: int
+    readers_total: int
+    problem: str | None = None
+
+    def to_body(self) -> dict[str, object]:
+        return {
+            "version": self.version, "started_at": self.started_at, "uptime_s": self.uptime_s,
+            "period_s": self.period_s, "outbox_pending": self.outbox_pending,
+            "outbox_dead": self.outbox_dead, "readers_present": self.readers_present,
+            "readers_total": self.readers_total,
+            "problem": None if self.problem is None else self.problem[:300],
+        }
+
+
+@dataclass(frozen=True)
 class CardStatus:
     """What the tracker knows about a card: ``active|blocked|wiped|unknown`` and its counter."""
 
@@ -72,6 +99,11 @@ class Uplink(Protocol):
 
     def card_status(self, uid: str) -> CardStatus:
         """Current status of a card; raise :class:`UplinkUnavailable` when unreachable."""
+        ...
+
+    def send_heartbeat(self, beat: Heartbeat) -> None:
+        """Tell the tracker the station is alive and how it is; raise
+        :class:`UplinkUnavailable` when it did not take it (the next period tries again)."""
         ...
 
     def close(self) -> None: ...

@@ -21,12 +21,13 @@ from station.uplink.base import (
     REJECTED,
     CardStatus,
     Delivery,
+    Heartbeat,
     UplinkUnavailable,
 )
 from station.uplink.records import ClaimRecord, Record, TapRecord
 from tracker import db as tracker_db
-from tracker.models import ClaimCreate, TapCreate
-from tracker.services import claims, stations, taps
+from tracker.models import ClaimCreate, HeartbeatCreate, TapCreate
+from tracker.services import claims, station_health, stations, taps
 
 
 class DirectUplink:
@@ -89,6 +90,22 @@ class DirectUplink:
                 return Delivery(DELIVERED, created=bool(created))
         except claims.ClaimRejected as exc:
             return Delivery(REJECTED, detail=f"{exc.field}: {exc}"[:300], status=422)
+        except OperationalError as exc:
+            raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
+        except tracker_db.DatabaseBusy:
+            raise UplinkUnavailable("the tracker database is busy (write lock held)") from None
+
+    def send_heartbeat(self, beat: Heartbeat) -> None:
+        """Store the heartbeat through the tracker's own service (same checks as the API)."""
+        try:
+            body = HeartbeatCreate(**beat.to_body())
+        except ValidationError as exc:
+            raise UplinkUnavailable(f"the tracker refuses this heartbeat: {_reasons(exc)}"
+                                    ) from None
+        try:
+            with self._session_factory() as session:
+                station_id = stations.get_or_create_station_id(session, name=self.station_name)
+                station_health.record_heartbeat(session, station_id=station_id, beat=body)
         except OperationalError as exc:
             raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
         except tracker_db.DatabaseBusy:

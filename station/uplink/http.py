@@ -25,12 +25,14 @@ from station.uplink.base import (
     BatchUnsupported,
     CardStatus,
     Delivery,
+    Heartbeat,
     UplinkUnavailable,
 )
 from station.uplink.records import ClaimRecord, Record, TapRecord
 
 _PATHS = {"tap": "/api/v1/taps", "claim": "/api/v1/claims"}
 _BATCH_PATH = "/api/v1/taps/batch"
+_HEARTBEAT_PATH = "/api/v1/stations/heartbeat"
 _BAD_TOKEN = (
     "the tracker refused the station token (401); set STATION_TRACKER_TOKEN to a "
     "token from `tracker stations add NAME`"
@@ -71,6 +73,17 @@ class HttpUplink:
         if not isinstance(results, list) or not results or len(results) > len(records):
             raise UplinkUnavailable("the tracker's batch answer was not understood")
         return [_batch_item(item) for item in results]
+
+    def send_heartbeat(self, beat: Heartbeat) -> None:
+        """``POST /api/v1/stations/heartbeat``; anything but 200 raises (retried next period)."""
+        resp = self._request("POST", _HEARTBEAT_PATH, json=beat.to_body())
+        if resp.status_code == 200:
+            return
+        if resp.status_code == 401:
+            raise UplinkUnavailable(_BAD_TOKEN)
+        raise UplinkUnavailable(
+            f"the tracker did not take the heartbeat (HTTP {resp.status_code}: "
+            f"{tracker_reason(resp)})", retry_after=retry_after(resp))
 
     def register_card(self, uid: str, *, card_id: str | None = None,
                       alias: str | None = None) -> str:

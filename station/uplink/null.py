@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from station.uplink.base import CardStatus, Delivery, UplinkUnavailable
+from station.uplink.base import CardStatus, Delivery, Heartbeat, UplinkUnavailable
 from station.uplink.records import Record, TapRecord
 
 
@@ -16,6 +16,9 @@ class NullUplink:
         raise UplinkUnavailable("no tracker configured")
 
     def card_status(self, uid: str) -> CardStatus:
+        raise UplinkUnavailable("no tracker configured")
+
+    def send_heartbeat(self, beat: Heartbeat) -> None:
         raise UplinkUnavailable("no tracker configured")
 
     def close(self) -> None:

@@ -167,6 +167,11 @@ def test_claim_and_signed_webhook_move_the_payout_to_completed(
         assert preimage not in json.dumps(detail)
 
 
+def _last_reconciled(engine: Engine) -> object:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT last_reconciled FROM issuer")).scalar_one()
+
+
 def test_with_webhooks_off_reconcile_once_finds_the_payout(
     client: TestClient, settings: TrackerSettings, engine: Engine, station: StationCredentials,
     capsys: pytest.CaptureFixture[str],
@@ -178,10 +183,12 @@ def test_with_webhooks_off_reconcile_once_finds_the_payout(
         claim = _tap_and_claim(client, station, tapper.counter, pr, payment_hash)
         assert _payouts(engine)[0]["state"] == "AwaitingPayment"  # no webhook: stays claimed
         assert claim["state"] == "claimed"
+        assert _last_reconciled(engine) is None
         code = cli.main(
             ["--database-url", settings.database_url, "reconcile", "--once", "--json"]
         )
         assert code == 0
+        assert _last_reconciled(engine) is not None  # /metrics measures the lag from it
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert report["linked"] == 1 and report["open_claims_unmatched"] == 0
     row = _payouts(engine)[0]
@@ -371,3 +378,13 @@ def test_greenfield_errors_against_the_demo_issuer() -> None:
         asyncio.run(timeout())
 
 
+
+
+def test_a_failed_reconcile_pass_leaves_the_lag_growing(
+    settings: TrackerSettings, engine: Engine, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _add_issuer(engine, settings, "http://127.0.0.1:9")  # nothing listens there
+    code = cli.main(["--database-url", settings.database_url, "reconcile", "--once", "--json"])
+    assert code == 1
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    assert _last_reconciled(engine) is None  # /metrics keeps reporting +Inf for it

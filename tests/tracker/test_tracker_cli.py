@@ -90,7 +90,7 @@ def test_stations_add_prints_token_once_and_stores_only_its_hash(
     code, _, err = _run(capsys, db_url, "stations", "add", "till-9")
     assert code == 1 and "already exists" in err
     code, out, _ = _run(capsys, db_url, "stations", "list")
-    assert "till-9" in out and token not in out
+    assert "till-9\tnever reported" in out and token not in out
 
     engine = make_engine(db_url)
     try:
@@ -104,5 +104,13 @@ def test_stations_add_prints_token_once_and_stores_only_its_hash(
             )
             assert answer.status_code == 201
             assert answer.json()["tap"]["station"] == "till-9"
+            beat = {"version": "0.1.0", "started_at": "2026-12-06T10:00:00+00:00",
+                    "uptime_s": 5, "period_s": 600, "outbox_pending": 7, "outbox_dead": 2,
+                    "readers_present": 1, "readers_total": 1}
+            answer = client.post("/api/v1/stations/heartbeat", json=beat,
+                                 headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200, answer.text
     finally:
         engine.dispose()
+    code, out, _ = _run(capsys, db_url, "stations", "list")
+    assert "till-9\tonline\t" in out and "outbox 7\tdead 2\tversion 0.1.0" in out

@@ -17,6 +17,7 @@ from tracker.web.app import create_app
 TABLES = {
     "card",
     "station",
+    "station_heartbeat",
     "tap",
     "tap_daily_count",
     "payout",

@@ -136,36 +136,6 @@ def normalise_uid(value: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Station
-
-
-class StationBase(SQLModel):
-    name: str = Field(min_length=1, max_length=100)
-
-
-class StationCreate(StationBase):
-    pass
-
-
-class Station(StationBase, table=True):
-    __tablename__ = "station"
-
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
-    name: str = Field(max_length=100, unique=True)
-    #: SHA-256 of the station token; None for stations that write straight into the database.
-    token_hash: str | None = Field(default=None, max_length=64, unique=True)
-    created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    last_seen: datetime | None = Field(default=None, sa_type=UTCDateTime)
-
-
-class StationPublic(StationBase):
-    id: int
-    created: datetime
-    last_seen: datetime | None
-    has_token: bool = False
-
-
-# --------------------------------------------------------------------------------------------
 # Tap
 
 
@@ -589,6 +559,16 @@ from tracker.models.issuer import (  # noqa: E402, F401  (re-exported)
     IssuerPublic,
     PayoutSource,
     WebhookDelivery,
+)
+from tracker.models.station import (  # noqa: E402, F401  (re-exported)
+    HeartbeatCreate,
+    HeartbeatPublic,
+    Station,
+    StationBase,
+    StationCreate,
+    StationHeartbeat,
+    StationOverview,
+    StationPublic,
 )
 
 PayoutDetail.model_rebuild()

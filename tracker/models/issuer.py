@@ -39,6 +39,8 @@ class Issuer(SQLModel, table=True):
     api_key_enc: str = Field(sa_type=sa.Text)
     webhook_secret_enc: str = Field(sa_type=sa.Text)
     created: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    #: End of the last reconcile pass that succeeded (``/metrics`` reports the lag from it).
+    last_reconciled: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class IssuerPublic(SQLModel):

@@ -27,7 +27,7 @@ MAX_BODY_BYTES = 1024 * 1024
 
 #: Where only a station may write (POST; PATCH of a payout): token first, body after.
 _STATION_WRITES = re.compile(
-    r"^/api/v1/(taps(/batch)?|claims|payouts(/\d{1,19})?|cards/register|cards/[0-9A-Fa-f]{8,20}/wiped)$"
+    r"^/api/v1/(taps(/batch)?|claims|stations/heartbeat|payouts(/\d{1,19})?|cards/register|cards/[0-9A-Fa-f]{8,20}/wiped)$"
 )
 
 #: Key of the authenticated station in ``scope["state"]``.

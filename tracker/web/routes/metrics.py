@@ -5,6 +5,11 @@ What is exported:
 * ``tracker_taps_total{outcome}``, ``tracker_claims{state}``, ``tracker_payouts{state}``:
   rows counted in the database at scrape time (:mod:`tracker.services.metrics`), so every
   tracker process sharing the database answers the same numbers.
+* ``tracker_stations_online``, ``tracker_station_online{station}``,
+  ``tracker_station_outbox_pending{station}``, ``tracker_station_outbox_dead{station}``,
+  ``tracker_station_heartbeat_age_seconds{station}``: from each station's latest heartbeat
+  (:mod:`tracker.services.station_health`); ``tracker_reconcile_lag_seconds{issuer}``: since
+  the last successful reconcile pass of that issuer (``+Inf`` when it never succeeded).
 * ``tracker_http_request_duration_seconds{route,method,status}``: a histogram recorded by
   :class:`LatencyMiddleware` in this process (label ``route`` is the route template, e.g.
   ``/api/v1/cards/{uid}``, never the raw path, so the label set stays small).
@@ -17,6 +22,7 @@ Prometheus server, which cannot sign in).
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +35,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tracker.models import utcnow
 from tracker.services import metrics as metric_service
 from tracker.web.auth import require_admin
 
@@ -65,6 +72,42 @@ class DatabaseCounts(Collector):
         for state, n in found.payouts_by_state.items():
             payouts.add_metric([state], n)
         yield from (taps, claims, payouts)
+        yield from _station_families(found)
+
+
+def _station_families(found: metric_service.Counts) -> Iterator[Metric]:
+    """Station health from the heartbeats; reconcile lag per issuer (+Inf: never)."""
+    online = GaugeMetricFamily(
+        "tracker_stations_online", "Stations whose last heartbeat is younger than 3 periods")
+    online.add_metric([], sum(1 for s in found.stations if s.state == "online"))
+    up = GaugeMetricFamily(
+        "tracker_station_online", "1 when the station's heartbeat is current", labels=["station"])
+    pending = GaugeMetricFamily(
+        "tracker_station_outbox_pending",
+        "Records waiting in the station's outbox (its last heartbeat)", labels=["station"])
+    dead = GaugeMetricFamily(
+        "tracker_station_outbox_dead",
+        "Records the tracker refused for good, per the station's last heartbeat",
+        labels=["station"])
+    age = GaugeMetricFamily(
+        "tracker_station_heartbeat_age_seconds", "Seconds since the station's last heartbeat",
+        labels=["station"])
+    now = utcnow()
+    for station in found.stations:
+        up.add_metric([station.name], 1 if station.state == "online" else 0)
+        beat = station.heartbeat
+        if beat is None:
+            continue
+        pending.add_metric([station.name], beat.outbox_pending)
+        dead.add_metric([station.name], beat.outbox_dead)
+        age.add_metric([station.name], max(0.0, (now - beat.received_at).total_seconds()))
+    lag = GaugeMetricFamily(
+        "tracker_reconcile_lag_seconds",
+        "Seconds since the last successful reconcile of the issuer (+Inf: never)",
+        labels=["issuer"])
+    for issuer, seconds in found.reconcile_lag.items():
+        lag.add_metric([issuer], math.inf if seconds is None else seconds)
+    yield from (online, up, pending, dead, age, lag)
 
 
 class Metrics:
