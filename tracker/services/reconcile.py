@@ -4,8 +4,10 @@ Webhooks make the tracker fast; polling makes it complete: a lost webhook, a tra
 down, a payout no station reported. :func:`reconcile_issuer` lists the store's payouts with
 ``includeCancelled=true`` (without it, cancelled payouts silently drop out of the list) and
 applies them in batches of :data:`BATCH` (one transaction each, so memory stays flat and a
-long list never holds the SQLite write lock for long). It then counts the claims still
-``sending/claimed/pending/unknown`` that no issuer payout matched: what is left open.
+long list never holds the SQLite write lock for long). :func:`reconcile_all` does that for
+every issuer, then settles the claims still ``sending/claimed/pending/unknown`` that no
+issuer payout matched once they are older than the grace period (Failed, or Unknown when an
+issuer could not be asked: :mod:`tracker.services.overdue`).
 
 :func:`sync_payout` is the webhook's half: fetch one payout by id and apply it.
 """
@@ -14,17 +16,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
-from sqlmodel import col
 
 from tracker.db import Database
-from tracker.issuers.btcpay.client import GreenfieldClient, GreenfieldPayout
-from tracker.models import Claim, Payout, PayoutSource
+from tracker.issuers.btcpay.client import GreenfieldClient, GreenfieldError, GreenfieldPayout
+from tracker.models import PayoutSource, utcnow
 from tracker.services.issuers import IssuerRecord
-from tracker.services.payout_sync import OPEN_CLAIM_STATES, SyncCounts, apply_payouts
+from tracker.services.overdue import (
+    OverdueCounts,
+    claims_without_issuer,
+    normalise_host,
+    settle_overdue,
+)
+from tracker.services.payout_sync import SyncCounts, apply_payouts
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -34,16 +41,10 @@ BATCH = 500
 class ReconcileReport:
     issuer: str
     counts: SyncCounts = field(default_factory=SyncCounts)
-    open_claims_unmatched: int = 0
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "issuer": self.issuer,
-            **asdict(self.counts),
-            "open_claims_unmatched": self.open_claims_unmatched,
-            "error": self.error,
-        }
+        return {"issuer": self.issuer, **asdict(self.counts), "error": self.error}
 
 
 def client_for(http: httpx.AsyncClient, issuer: IssuerRecord) -> GreenfieldClient:
@@ -91,21 +92,56 @@ async def reconcile_issuer(
         batch = payouts[start : start + BATCH]
         report.counts.add(await _apply(database, issuer, batch, PayoutSource.poll))
     del payouts
-
-    def open_claims() -> int:
-        with database.sessions() as session:
-            return int(
-                session.execute(
-                    sa.select(sa.func.count())
-                    .select_from(Claim)
-                    .join(Payout, col(Payout.id) == col(Claim.payout_pk))
-                    .where(
-                        col(Claim.state).in_(OPEN_CLAIM_STATES),
-                        col(Payout.issuer_payout_id).is_(None),
-                        col(Claim.issuer_host) == issuer.host,
-                    )
-                ).scalar_one()
-            )
-
-    report.open_claims_unmatched = await database.call(open_claims)
     return report
+
+
+async def reconcile_all(
+    database: Database,
+    http: httpx.AsyncClient,
+    issuers: list[IssuerRecord],
+    *,
+    grace_s: int,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """One pass over every issuer, then the overdue claims of each issuer host.
+
+    A failing issuer is reported (``error``) and the others still run. Claims are settled
+    per host once every issuer on that host has been polled (two stores on one BTCPay
+    server share a host): Failed only when all of them answered, Unknown when one could not
+    be asked (see :mod:`tracker.services.overdue`). The host's claim figures are reported on
+    the first issuer of that host."""
+    reports: dict[str, dict[str, Any]] = {}
+    by_host: dict[str, list[IssuerRecord]] = {}
+    errors: dict[str, str] = {}
+    for issuer in issuers:
+        by_host.setdefault(normalise_host(issuer.host), []).append(issuer)
+        try:
+            reports[issuer.name] = (await reconcile_issuer(database, http, issuer)).as_dict()
+        except GreenfieldError as exc:
+            log.warning("reconcile %s: %s", issuer.name, exc)
+            reports[issuer.name] = {"issuer": issuer.name, "error": str(exc)}
+            errors.setdefault(normalise_host(issuer.host), f"{issuer.name}: {exc}")
+    moment = now or utcnow()
+    for host, members in by_host.items():
+
+        def settle(host: str = host, members: list[IssuerRecord] = members) -> OverdueCounts:
+            with database.sessions() as session:
+                return settle_overdue(
+                    session, host=host, issuer_names=[m.name for m in members],
+                    grace_s=grace_s, now=moment, error=errors.get(host),
+                )
+
+        overdue = await database.call(settle)
+        reports[members[0].name].update(
+            open_claims_unmatched=overdue.waiting,
+            claims_failed=overdue.failed,
+            claims_unknown=overdue.unknown,
+        )
+    if issuers:
+
+        def strays() -> int:
+            with database.sessions() as session:
+                return claims_without_issuer(session, hosts=list(by_host))
+
+        reports[issuers[0].name]["claims_no_issuer"] = await database.call(strays)
+    return list(reports.values())

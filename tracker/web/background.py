@@ -16,40 +16,34 @@ import httpx
 from fastapi import FastAPI
 
 from tracker.db import Database
-from tracker.issuers.btcpay.client import GreenfieldError
 from tracker.issuers.secrets import SecretBox, SecretUnreadable
 from tracker.services import issuers as issuer_service
-from tracker.services.reconcile import reconcile_issuer
+from tracker.services.reconcile import reconcile_all
 
 log = logging.getLogger(__name__)
 
 
 async def reconcile_once(
-    database: Database, box: SecretBox, http: httpx.AsyncClient
+    database: Database, box: SecretBox, http: httpx.AsyncClient, *, grace_s: int
 ) -> list[dict[str, object]]:
-    """One pass over every issuer; a failing issuer is reported, the others still run."""
+    """One pass over every issuer; a failing issuer is reported, the others still run.
+    Open claims older than ``grace_s`` with no issuer payout are settled (Failed/Unknown)."""
 
     def load() -> list[issuer_service.IssuerRecord]:
         with database.sessions() as session:
             return issuer_service.all_issuers(session, box)
 
-    reports = []
-    for issuer in await database.call(load):
-        try:
-            report = await reconcile_issuer(database, http, issuer)
-        except GreenfieldError as exc:
-            log.warning("reconcile %s: %s", issuer.name, exc)
-            reports.append({"issuer": issuer.name, "error": str(exc)})
-            continue
-        reports.append(report.as_dict())
-    return reports
+    return await reconcile_all(database, http, await database.call(load), grace_s=grace_s)
 
 
 async def _loop(app: FastAPI, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
         try:
-            await reconcile_once(app.state.database, app.state.secret_box, app.state.issuer_http)
+            await reconcile_once(
+                app.state.database, app.state.secret_box, app.state.issuer_http,
+                grace_s=app.state.settings.claim_grace_seconds,
+            )
         except SecretUnreadable as exc:
             log.error("reconcile: %s", exc)
         except Exception:
