@@ -104,8 +104,17 @@ def _tracker(workdir: Path) -> tuple[Any, Any, Database]:
     return settings, engine, Database(engine)
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def _tracker_process(settings: Any) -> Iterator[str]:
+def _tracker_process(settings: Any) -> Iterator[tuple[str, int]]:
     """`tracker serve` in its own process (it must not share a GIL with the load)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -123,7 +132,7 @@ def _tracker_process(settings: Any) -> Iterator[str]:
                 break
             except httpx.HTTPError:
                 time.sleep(0.05)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         proc.wait(15)
@@ -148,15 +157,21 @@ def run() -> list[dict[str, Any]]:
                                           api_key=API_KEY, webhook_secret=SECRET)
             # 1. webhook ingest through the live server
             payouts = _demo_payouts(issuer, hooks)
-            with _tracker_process(settings) as base:
+            with _tracker_process(settings) as (base, pid):
+                tracker_cpu, own_cpu = _cpu_s(pid), time.process_time()
                 elapsed, statuses = asyncio.run(_post_hooks(base, payouts))
+                tracker_cpu = _cpu_s(pid) - tracker_cpu
+                own_cpu = time.process_time() - own_cpu
             with engine.connect() as conn:
                 stored = conn.execute(sa.text("SELECT COUNT(*) FROM payout")).scalar_one()
             rate = hooks / elapsed
             rows.append({"case": "signed webhook + payout fetch", "value": round(rate),
                          "unit": "deliveries/s", "ok": rate >= INGEST_TARGET and stored == hooks,
                          "detail": f"{hooks} deliveries, {CLIENTS} clients, statuses {statuses},"
-                                   f" {stored} payouts stored; target >= {INGEST_TARGET:.0f}/s"})
+                                   f" {stored} payouts stored; target >= {INGEST_TARGET:.0f}/s;"
+                                   f" CPU per delivery: tracker {1000 * tracker_cpu / hooks:.2f}"
+                                   f" ms, load generator + issuer {1000 * own_cpu / hooks:.2f} ms;"
+                                   f" load {os.getloadavg()[0]:.1f}"})
             # 2. reconcile: claims' rows first, then one pass over the store
             issuer.ledger._payouts.clear()
             payouts = _demo_payouts(issuer, reconcile_count)

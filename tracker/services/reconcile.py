@@ -9,7 +9,7 @@ every issuer, then settles the claims still ``sending/claimed/pending/unknown`` 
 issuer payout matched once they are older than the grace period (Failed, or Unknown when an
 issuer could not be asked: :mod:`tracker.services.overdue`).
 
-:func:`sync_payout` is the webhook's half: fetch one payout by id and apply it.
+:func:`receive_delivery` is the webhook's half: fetch one payout by id and apply it.
 """
 
 from __future__ import annotations
@@ -20,10 +20,18 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from tracker.db import Database
-from tracker.issuers.btcpay.client import GreenfieldClient, GreenfieldError, GreenfieldPayout
-from tracker.models import PayoutSource, utcnow
+from tracker.issuers.btcpay.client import (
+    BlockingGreenfieldClient,
+    GreenfieldClient,
+    GreenfieldError,
+    GreenfieldPayout,
+)
+from tracker.models import PayoutSource, WebhookDelivery, utcnow
 from tracker.services.issuers import IssuerRecord
 from tracker.services.overdue import (
     OverdueCounts,
@@ -72,14 +80,34 @@ async def _apply(
     return await database.call(work)
 
 
-async def sync_payout(
-    database: Database, http: httpx.AsyncClient, issuer: IssuerRecord, payout_id: str,
-    *, source: PayoutSource = PayoutSource.webhook, delivery_id: str | None = None,
-) -> SyncCounts:
-    """Fetch one payout (Greenfield errors propagate, typed) and store it, recording
-    ``delivery_id`` in the same transaction (IntegrityError: that delivery was stored)."""
-    payout = await client_for(http, issuer).get_payout(payout_id)
-    return await _apply(database, issuer, [payout], source, delivery_id)
+def receive_delivery(
+    database: Database, http: httpx.Client, issuer: IssuerRecord, *, payout_id: str,
+    delivery_id: str, source: PayoutSource = PayoutSource.webhook,
+) -> SyncCounts | None:
+    """The webhook's half, blocking (run it in a worker thread): None when ``delivery_id`` was
+    handled before; else fetch the payout (Greenfield errors propagate, typed, nothing stored)
+    and store it with the delivery id in one transaction. A concurrent copy of the same
+    delivery loses on the unique delivery id and also answers None."""
+    with database.sessions() as session:
+        seen = session.execute(
+            sa.select(col(WebhookDelivery.id)).where(
+                col(WebhookDelivery.issuer_pk) == issuer.id,
+                col(WebhookDelivery.delivery_id) == delivery_id,
+            )
+        ).first()
+    if seen is not None:
+        return None
+    payout = BlockingGreenfieldClient(
+        http, url=issuer.url, store_id=issuer.store_id, api_key=issuer.api_key
+    ).get_payout(payout_id)
+    with database.sessions() as session:
+        try:
+            return apply_payouts(
+                session, issuer_id=issuer.id, issuer_host=issuer.host, payouts=[payout],
+                source=source, delivery_id=delivery_id,
+            )
+        except IntegrityError:
+            return None
 
 
 async def reconcile_issuer(
