@@ -73,6 +73,10 @@ class TrackerSettings:
     claim_grace_seconds: int = 3600
     #: Largest webhook body accepted (BTCPay's payout events are ~400 bytes).
     webhook_max_bytes: int = 64 * 1024
+    #: Webhook deliveries handled inline (fetch + store before the answer) at once per
+    #: process; beyond that a verified delivery is stored as pending, answered, and fetched by
+    #: the queue worker, which coalesces a burst into one Greenfield list. 0: always queue.
+    webhook_inline: int = 2
     #: Timeout of each Greenfield request, seconds.
     issuer_timeout_s: int = 10
     #: Proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed (comma-separated
@@ -144,6 +148,7 @@ _KINDS: dict[str, type] = {
     "reconcile_seconds": int,
     "claim_grace_seconds": int,
     "webhook_max_bytes": int,
+    "webhook_inline": int,
     "issuer_timeout_s": int,
     "forwarded_allow_ips": str,
     "login_max_failures": int,

@@ -117,6 +117,11 @@ _DELIVERY = WebhookDelivery.__table__  # type: ignore[attr-defined]
 _INSERT_PAYOUT = sa.insert(_PAYOUT).returning(_PAYOUT.c.id)
 _INSERT_HISTORY = sa.insert(_HISTORY)
 _INSERT_DELIVERY = sa.insert(_DELIVERY)
+_DONE_DELIVERIES = (
+    sa.update(_DELIVERY)
+    .where(_DELIVERY.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(pending=False)
+)
 _PROBE_STORED = sa.select(
     _PAYOUT.c.id, _PAYOUT.c.issuer_payout_id, _PAYOUT.c.revision, _PAYOUT.c.state,
     _PAYOUT.c.proof,
@@ -138,14 +143,23 @@ def apply_payouts(
     payouts: Sequence[GreenfieldPayout],
     source: PayoutSource,
     delivery_id: str | None = None,
+    done_deliveries: Sequence[int] = (),
 ) -> SyncCounts:
     """Upsert a batch of issuer payouts in one transaction (commits). Idempotent.
 
     With ``delivery_id`` the webhook delivery is recorded in the same transaction, so a
-    concurrent second copy of it fails as a whole (``IntegrityError``) and changes nothing."""
+    concurrent second copy of it fails as a whole (``IntegrityError``) and changes nothing.
+    ``done_deliveries`` (queued deliveries' row ids) stop being pending in that transaction
+    too, so a crash leaves them pending and they are fetched again."""
     with write_lock(session):
         try:
-            counts = _apply(session, issuer_id, issuer_host, payouts, source)
+            counts = _apply(session, issuer_id, issuer_host, payouts, source) if payouts else (
+                SyncCounts()
+            )
+            if done_deliveries:
+                session.connection().execute(
+                    _DONE_DELIVERIES, {"ids": list(done_deliveries)}
+                )
             if delivery_id is not None:
                 session.connection().execute(
                     _INSERT_DELIVERY,

@@ -155,12 +155,16 @@ def dashboard_stats(
 def payout_volume_per_day(
     session: Session, *, since: datetime | None = None, until: datetime | None = None
 ) -> list[tuple[str, int, int]]:
-    """``(YYYY-MM-DD, payouts, completed sats)`` per UTC day, for the dashboard chart."""
+    """``(YYYY-MM-DD, payouts, completed sats)`` per UTC day, for the dashboard chart.
+
+    The day is the cheapest expression each database has: the first ten characters of
+    SQLite's stored UTC text, a ``date`` cast on PostgreSQL (``to_char``/``strftime`` per row
+    cost twice as much over 200,000 payouts)."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        day = sa.func.to_char(sa.func.timezone("UTC", col(Payout.created)), "YYYY-MM-DD")
+        day: Any = sa.cast(sa.func.timezone("UTC", col(Payout.created)), sa.Date)
     else:
-        day = sa.func.strftime("%Y-%m-%d", col(Payout.created))
+        day = sa.func.substr(col(Payout.created), 1, 10)
     completed = sa.case(
         (col(Payout.state) == PayoutState.Completed.value, col(Payout.amount_msat)), else_=0
     )
@@ -194,17 +198,26 @@ def top_cards(
     until: datetime | None = None,
     limit: int = 10,
 ) -> list[tuple[str, str | None, int]]:
-    """``(uid, alias, completed sats)`` of the cards that were paid out the most."""
-    total = sa.func.sum(col(Payout.amount_msat))
-    rows = session.execute(
-        sa.select(col(Card.uid), col(Card.alias), total)
-        .join(Payout, col(Payout.card_pk) == col(Card.id))
+    """``(uid, alias, completed sats)`` of the cards that were paid out the most.
+
+    Summed per card from ``ix_payout_card_state_created`` alone, then only the top rows are
+    joined to their cards (joining first made the database visit every payout row)."""
+    total = sa.func.sum(col(Payout.amount_msat)).label("total")
+    ranked = (
+        sa.select(col(Payout.card_pk).label("card_pk"), total)
         .where(
+            col(Payout.card_pk).is_not(None),
             col(Payout.state) == PayoutState.Completed.value,
             *_period(col(Payout.created), since, until),
         )
-        .group_by(col(Card.id), col(Card.uid), col(Card.alias))
+        .group_by(col(Payout.card_pk))
         .order_by(total.desc())
         .limit(limit)
+        .subquery()
+    )
+    rows = session.execute(
+        sa.select(col(Card.uid), col(Card.alias), ranked.c.total)
+        .join(ranked, ranked.c.card_pk == col(Card.id))
+        .order_by(ranked.c.total.desc(), col(Card.uid))
     ).all()
     return [(str(uid), alias, int(msat) // 1000) for uid, alias, msat in rows]

@@ -1,5 +1,6 @@
-"""What the app runs besides requests: the Greenfield HTTP client it shares, and the
-reconcile loop (every ``settings.reconcile_seconds``; 0 = off).
+"""What the app runs besides requests: the Greenfield HTTP clients it shares, the webhook
+queue worker (pending deliveries of a burst), and the reconcile loop (every
+``settings.reconcile_seconds``; 0 = off).
 
 The loop runs in every process that serves the app; passes are idempotent, so several
 workers reconciling at once cost requests, not correctness. A failing issuer is logged and
@@ -11,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import httpx
 from fastapi import FastAPI
 
 from tracker.db import Database
+from tracker.issuers.btcpay.client import GreenfieldError
 from tracker.issuers.secrets import SecretBox, SecretUnreadable
 from tracker.services import issuers as issuer_service
+from tracker.services import webhook_queue
 from tracker.services.reconcile import reconcile_all
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,53 @@ def issuer_http_blocking(timeout_s: float) -> httpx.Client:
     )
 
 
+async def _queue_loop(app: FastAPI, wake: asyncio.Event) -> None:
+    """Drain the pending webhook deliveries: at start (a restart finds what a crash left),
+    when the route queues one, and every few seconds; back off while BTCPay is unreadable.
+
+    Queued deliveries gather for up to :data:`GATHER_S` until they are many enough to list
+    the store, so a burst is fetched in a few large passes (one Greenfield list each) rather
+    than many small ones; a lone delivery never waits here, the route handles it inline."""
+    database: Database = app.state.database
+    pause = 1.0
+    issuers: dict[int, issuer_service.IssuerRecord] = {}
+    loaded = 0.0
+    while True:
+        wake.clear()
+        try:
+            if time.monotonic() - loaded > issuer_service.CACHE_SECONDS:
+
+                def load() -> dict[int, issuer_service.IssuerRecord]:
+                    with database.sessions() as session:
+                        box = app.state.secret_box
+                        return {i.id: i for i in issuer_service.all_issuers(session, box)}
+
+                issuers, loaded = await database.call(load), time.monotonic()
+            settled, deferred = await webhook_queue.drain(
+                database, app.state.issuer_http, issuers, gather_s=GATHER_S
+            )
+            pause = 1.0
+            if deferred:
+                await asyncio.sleep(0.05)
+            if settled or deferred:
+                continue
+        except GreenfieldError as exc:
+            log.warning("webhook queue: %s; retrying in %.0f s", exc, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 60.0)
+            continue
+        except SecretUnreadable as exc:
+            log.error("webhook queue: %s", exc)
+        except Exception:
+            log.exception("webhook queue pass failed; retrying")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=5.0)
+
+
+#: How long queued deliveries may gather before a pass (see :func:`_queue_loop`).
+GATHER_S = 1.0
+
+
 def install(app: FastAPI) -> None:
     settings = app.state.settings
     tasks: list[asyncio.Task[None]] = []
@@ -76,6 +127,9 @@ def install(app: FastAPI) -> None:
     async def start() -> None:
         app.state.issuer_http = issuer_http_client(settings.issuer_timeout_s)
         app.state.issuer_http_blocking = issuer_http_blocking(settings.issuer_timeout_s)
+        app.state.webhook_inflight = 0
+        app.state.webhook_wake = asyncio.Event()
+        tasks.append(asyncio.create_task(_queue_loop(app, app.state.webhook_wake)))
         if settings.reconcile_seconds > 0:
             tasks.append(asyncio.create_task(_loop(app, float(settings.reconcile_seconds))))
 

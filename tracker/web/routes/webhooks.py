@@ -8,7 +8,8 @@ and stored; the delivery id is recorded in the same transaction. The issuer come
 per-process memo when it is fresh (no thread hop); the delivery check, the fetch and the store
 run in one worker thread on a blocking ``httpx.Client`` shared by the app. When BTCPay cannot
 be read the answer is 502 and nothing is recorded, so BTCPay's redelivery (or the next poll)
-retries.
+retries. More deliveries at once than ``webhook_inline`` are stored as pending and answered
+at once; the queue worker fetches them, coalesced (see :mod:`tracker.services.webhook_queue`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tracker.issuers.btcpay.webhooks import (
 )
 from tracker.models import WebhookDelivery
 from tracker.services import issuers as issuer_service
+from tracker.services import webhook_queue
 from tracker.services.payout_sync import SyncCounts
 from tracker.services.reconcile import receive_delivery
 
@@ -81,6 +83,21 @@ async def btcpay_webhook(name: str, request: Request) -> JSONResponse:
         return _answer(400, "bad_event", str(exc))
     if event.store_id is not None and event.store_id != issuer.store_id:
         return _answer(400, "wrong_store", "the event is for another store than this issuer's")
+    if event.payout_id and state.webhook_inflight >= state.settings.webhook_inline:
+        # A burst: store the verified delivery as pending (durable before the answer); the
+        # queue worker fetches it, coalesced with the others (services/webhook_queue.py).
+        queued_id = event.payout_id
+
+        def queue() -> bool:
+            with database.sessions() as session:
+                return webhook_queue.enqueue(
+                    session, issuer_id=issuer.id, delivery_id=event.delivery_id,
+                    payout_id=queued_id,
+                )
+
+        first = await database.call(queue)
+        state.webhook_wake.set()
+        return JSONResponse({"duplicate": not first, "queued": first})
     if event.payout_id:
         payout_id = event.payout_id
 
@@ -90,16 +107,20 @@ async def btcpay_webhook(name: str, request: Request) -> JSONResponse:
                 delivery_id=event.delivery_id,
             )
 
+        state.webhook_inflight += 1
         try:
             counts = await database.call(work)
         except GreenfieldNotFound:
             log.info("webhook for issuer %s: payout no longer at the issuer", issuer.name)
+            counts = SyncCounts(seen=-1)  # nothing to store; the delivery is recorded below
         except GreenfieldError as exc:
             log.warning("webhook for issuer %s: cannot read the payout: %s", issuer.name, exc)
             return _answer(502, "issuer_unavailable", "could not read the payout from BTCPay")
-        else:
-            if counts is None:
-                return JSONResponse({"duplicate": True})
+        finally:
+            state.webhook_inflight -= 1
+        if counts is None:
+            return JSONResponse({"duplicate": True})
+        if counts.seen >= 0:
             changed = bool(counts.created or counts.linked or counts.updated)
             return JSONResponse({"duplicate": False, "changed": changed})
 

@@ -1,0 +1,172 @@
+"""Webhook deliveries acknowledged during a burst and fetched afterwards, coalesced.
+
+Inline, each delivery costs one Greenfield request plus one transaction before its answer.
+When more deliveries arrive at once than ``webhook_inline`` allows, the route verifies the
+signature, stores the delivery as ``pending`` (:func:`enqueue`, committed: durable before the
+2xx) and answers; :func:`drain` then settles pending deliveries in bulk. Per issuer it
+fetches the payouts by id when there are few, or lists the whole store once
+(``includeCancelled=true``) when the pending ids are a sizeable share of it (one request and a
+cheap parse per payout instead of a request each), and stores them in batches whose
+transaction also clears ``pending``. Nothing acknowledged is lost: a crash leaves the rows
+pending, and the worker starts by draining them. The event's ``type`` is never read; the
+fetched payout (and its revision) decides, as on the inline path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from tracker.db import Database, write_lock
+from tracker.issuers.btcpay.client import GreenfieldClient, GreenfieldNotFound, GreenfieldPayout
+from tracker.models import Payout, PayoutSource, WebhookDelivery, utcnow
+from tracker.services.issuers import IssuerRecord
+from tracker.services.payout_sync import apply_payouts
+
+log = logging.getLogger(__name__)
+
+#: Pending deliveries taken per pass, and payouts stored per transaction.
+TAKE = 5000
+STORE_BATCH = 500
+#: List the store instead of fetching by id when the pending ids reach 1/LIST_SHARE of the
+#: store's payouts (and at least MIN_LIST): parsing a listed payout costs ~1/40 of a request.
+LIST_SHARE = 40
+MIN_LIST = 32
+FETCH_CONCURRENCY = 8
+
+_TABLE = WebhookDelivery.__table__  # type: ignore[attr-defined]
+_INSERT = sa.insert(_TABLE)
+
+
+def enqueue(session: Session, *, issuer_id: int, delivery_id: str, payout_id: str) -> bool:
+    """Store a verified delivery as pending (commits). False: that delivery was seen."""
+    with write_lock(session):
+        try:
+            session.connection().execute(_INSERT, {
+                "issuer_pk": issuer_id, "delivery_id": delivery_id, "payout_id": payout_id,
+                "received_at": utcnow(), "pending": True,
+            })
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            return False
+    return True
+
+
+def _take(database: Database) -> dict[int, tuple[datetime, list[tuple[int, str]]]]:
+    """Pending deliveries per issuer: ``(oldest received_at, [(row id, payout id)])``."""
+    with database.sessions() as session:
+        rows = session.execute(
+            sa.select(col(WebhookDelivery.id), col(WebhookDelivery.issuer_pk),
+                      col(WebhookDelivery.payout_id), col(WebhookDelivery.received_at))
+            .where(col(WebhookDelivery.pending).is_(True))
+            .order_by(col(WebhookDelivery.id))
+            .limit(TAKE)
+        ).all()
+    grouped: dict[int, tuple[datetime, list[tuple[int, str]]]] = {}
+    for row_id, issuer_pk, payout_id, received in rows:
+        _oldest, items = grouped.setdefault(int(issuer_pk), (received, []))
+        items.append((int(row_id), payout_id or ""))
+    return grouped
+
+
+_store_sizes: dict[tuple[int, str], int] = {}
+
+
+async def _store_size(database: Database, issuer: IssuerRecord) -> int:
+    key = (issuer.id, issuer.store_id)
+    if key not in _store_sizes:
+
+        def count() -> int:
+            with database.sessions() as session:
+                return int(session.execute(
+                    sa.select(sa.func.count()).select_from(Payout)
+                    .where(col(Payout.issuer_pk) == issuer.id)
+                ).scalar_one())
+
+        _store_sizes[key] = await database.call(count)
+    return _store_sizes[key]
+
+
+async def _list_from(database: Database, issuer: IssuerRecord) -> int:
+    """How many pending ids make listing the store cheaper than fetching each."""
+    return max(MIN_LIST, await _store_size(database, issuer) // LIST_SHARE)
+
+
+async def _fetch(
+    database: Database, http: httpx.AsyncClient, issuer: IssuerRecord, ids: list[str]
+) -> tuple[dict[str, GreenfieldPayout], set[str]]:
+    """``(found, gone)``: the payouts, and the ids the issuer no longer has."""
+    client = GreenfieldClient(http, url=issuer.url, store_id=issuer.store_id,
+                              api_key=issuer.api_key)
+    found: dict[str, GreenfieldPayout] = {}
+    missing = ids
+    if len(ids) >= await _list_from(database, issuer):
+        listed = await client.list_payouts(include_cancelled=True)
+        _store_sizes[(issuer.id, issuer.store_id)] = len(listed)
+        wanted = set(ids)
+        found = {p.id: p for p in listed if p.id in wanted}
+        del listed
+        missing = [i for i in ids if i not in found]
+    gone: set[str] = set()
+    limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def one(payout_id: str) -> None:
+        async with limit:
+            try:
+                found[payout_id] = await client.get_payout(payout_id)
+            except GreenfieldNotFound:
+                gone.add(payout_id)
+
+    await asyncio.gather(*(one(i) for i in missing))
+    return found, gone
+
+
+async def drain(
+    database: Database, http: httpx.AsyncClient, issuers: dict[int, IssuerRecord],
+    *, gather_s: float = 0.0,
+) -> tuple[int, int]:
+    """Settle the pending deliveries once: ``(settled, deferred)``. An issuer's deliveries
+    are deferred while they are too few to list the store and the oldest is younger than
+    ``gather_s`` (so a burst is fetched in large passes). Greenfield errors other than "not
+    found" propagate (the deliveries stay pending for the next pass)."""
+    settled = deferred = 0
+    now = utcnow()
+    for issuer_pk, (oldest, rows) in (await database.call(lambda: _take(database))).items():
+        issuer = issuers.get(issuer_pk)
+        if issuer is None:
+            log.warning("webhook queue: %d deliveries for an unknown issuer", len(rows))
+            continue
+        ids = list(dict.fromkeys(payout_id for _row, payout_id in rows if payout_id))
+        young = (now - oldest).total_seconds() < gather_s
+        if young and len(ids) < await _list_from(database, issuer):
+            deferred += len(rows)
+            continue
+        found, gone = await _fetch(database, http, issuer, ids)
+        if gone:
+            log.info("webhook queue: %d payouts no longer at issuer %s", len(gone), issuer.name)
+        payouts = list(found.values())
+        for start in range(0, max(len(payouts), 1), STORE_BATCH):
+            batch = payouts[start:start + STORE_BATCH]
+            in_batch = {p.id for p in batch}
+            done = [row for row, payout_id in rows if payout_id in in_batch]
+            if start == 0:  # rows with nothing to store are cleared with the first batch
+                done += [row for row, payout_id in rows
+                         if payout_id in gone or not payout_id]
+
+            def store(batch: list[GreenfieldPayout] = batch, done: list[int] = done,
+                      issuer: IssuerRecord = issuer) -> None:
+                with database.sessions() as session:
+                    apply_payouts(session, issuer_id=issuer.id, issuer_host=issuer.host,
+                                  payouts=batch, source=PayoutSource.webhook,
+                                  done_deliveries=done)
+
+            await database.call(store)
+        settled += len(rows)
+    return settled, deferred
