@@ -148,7 +148,10 @@ def test_drain_lists_the_store_for_a_burst_and_fetches_a_few_by_id(
             paths.append(request.url.path)
 
         async with httpx.AsyncClient(event_hooks={"request": [note]}) as http:
-            return await webhook_queue.drain(database, http, {issuer_id: record})
+            async def issuers() -> dict[int, Any]:
+                return {issuer_id: record}
+
+            return await webhook_queue.drain(database, http, issuers)
 
     for p in payouts[:40]:  # a burst: 40 >= MIN_LIST
         with database.sessions() as session:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import httpx
@@ -129,17 +130,21 @@ async def _fetch(
 
 
 async def drain(
-    database: Database, http: httpx.AsyncClient, issuers: dict[int, IssuerRecord],
+    database: Database, http: httpx.AsyncClient,
+    issuers: Callable[[], Awaitable[dict[int, IssuerRecord]]],
     *, gather_s: float = 0.0,
 ) -> tuple[int, int]:
     """Settle the pending deliveries once: ``(settled, deferred)``. An issuer's deliveries
     are deferred while they are too few to list the store and the oldest is younger than
     ``gather_s`` (so a burst is fetched in large passes). Greenfield errors other than "not
-    found" propagate (the deliveries stay pending for the next pass)."""
+    found" propagate (the deliveries stay pending for the next pass). ``issuers`` is called
+    (for the opened issuers by id) only when something is pending."""
     settled = deferred = 0
     now = utcnow()
-    for issuer_pk, (oldest, rows) in (await database.call(lambda: _take(database))).items():
-        issuer = issuers.get(issuer_pk)
+    pending = await database.call(lambda: _take(database))
+    by_id = await issuers() if pending else {}
+    for issuer_pk, (oldest, rows) in pending.items():
+        issuer = by_id.get(issuer_pk)
         if issuer is None:
             log.warning("webhook queue: %d deliveries for an unknown issuer", len(rows))
             continue

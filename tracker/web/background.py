@@ -82,19 +82,23 @@ async def _queue_loop(app: FastAPI, wake: asyncio.Event) -> None:
     than many small ones; a lone delivery never waits here, the route handles it inline."""
     database: Database = app.state.database
     pause = 1.0
-    issuers: dict[int, issuer_service.IssuerRecord] = {}
-    loaded = 0.0
+    cached: tuple[float, dict[int, issuer_service.IssuerRecord]] = (0.0, {})
+
+    async def issuers() -> dict[int, issuer_service.IssuerRecord]:
+        nonlocal cached
+        if time.monotonic() - cached[0] > issuer_service.CACHE_SECONDS:
+
+            def load() -> dict[int, issuer_service.IssuerRecord]:
+                with database.sessions() as session:
+                    box = app.state.secret_box
+                    return {i.id: i for i in issuer_service.all_issuers(session, box)}
+
+            cached = (time.monotonic(), await database.call(load))
+        return cached[1]
+
     while True:
         wake.clear()
         try:
-            if time.monotonic() - loaded > issuer_service.CACHE_SECONDS:
-
-                def load() -> dict[int, issuer_service.IssuerRecord]:
-                    with database.sessions() as session:
-                        box = app.state.secret_box
-                        return {i.id: i for i in issuer_service.all_issuers(session, box)}
-
-                issuers, loaded = await database.call(load), time.monotonic()
             settled, deferred = await webhook_queue.drain(
                 database, app.state.issuer_http, issuers, gather_s=GATHER_S
             )

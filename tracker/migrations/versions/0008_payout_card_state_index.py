@@ -1,8 +1,9 @@
 """A covering index for payouts per card and state; queued webhook deliveries (issue 9).
 
 The dashboard's top cards (completed amount per card for a period) joined card -> payout and
-fetched every payout row; with 200,000 payouts that took a second on SQLite. This index lets
-both databases sum per card straight from the index, in card order.
+fetched every payout row; with 200,000 payouts that took a second on SQLite. SQLite now sums
+per card from ``ix_payout_card_state_created`` in card order; PostgreSQL (no skip scan) from
+``ix_payout_state_created``, which gains ``card_pk`` as its last column.
 
 ``webhook_delivery.pending``: a delivery acknowledged during a burst before its payout was
 fetched; a partial index keeps finding them cheap however many deliveries are done.
@@ -24,6 +25,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.drop_index('ix_payout_state_created', table_name='payout')
+    op.create_index(
+        'ix_payout_state_created', 'payout',
+        ['state', 'created', 'id', 'amount_msat', 'card_pk'], unique=False,
+    )
     op.create_index(
         'ix_payout_card_state_created',
         'payout',
@@ -45,3 +51,8 @@ def downgrade() -> None:
     with op.batch_alter_table('webhook_delivery', schema=None) as batch_op:
         batch_op.drop_column('pending')
     op.drop_index('ix_payout_card_state_created', table_name='payout')
+    op.drop_index('ix_payout_state_created', table_name='payout')
+    op.create_index(
+        'ix_payout_state_created', 'payout', ['state', 'created', 'id', 'amount_msat'],
+        unique=False,
+    )
