@@ -121,7 +121,7 @@ async def _queue_loop(app: FastAPI, wake: asyncio.Event) -> None:
 
 
 #: How long queued deliveries may gather before a pass (see :func:`_queue_loop`).
-GATHER_S = 1.0
+GATHER_S = 0.3
 
 
 def install(app: FastAPI) -> None:
@@ -133,6 +133,7 @@ def install(app: FastAPI) -> None:
         app.state.issuer_http_blocking = issuer_http_blocking(settings.issuer_timeout_s)
         app.state.webhook_inflight = 0
         app.state.webhook_wake = asyncio.Event()
+        app.state.pending_writer = webhook_queue.PendingWriter(app.state.database)
         tasks.append(asyncio.create_task(_queue_loop(app, app.state.webhook_wake)))
         if settings.reconcile_seconds > 0:
             tasks.append(asyncio.create_task(_loop(app, float(settings.reconcile_seconds))))

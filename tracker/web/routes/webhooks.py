@@ -84,18 +84,11 @@ async def btcpay_webhook(name: str, request: Request) -> JSONResponse:
     if event.store_id is not None and event.store_id != issuer.store_id:
         return _answer(400, "wrong_store", "the event is for another store than this issuer's")
     if event.payout_id and state.webhook_inflight >= state.settings.webhook_inline:
-        # A burst: store the verified delivery as pending (durable before the answer); the
-        # queue worker fetches it, coalesced with the others (services/webhook_queue.py).
-        queued_id = event.payout_id
-
-        def queue() -> bool:
-            with database.sessions() as session:
-                return webhook_queue.enqueue(
-                    session, issuer_id=issuer.id, delivery_id=event.delivery_id,
-                    payout_id=queued_id,
-                )
-
-        first = await database.call(queue)
+        # A burst: store the verified delivery as pending, committed (with the others of the
+        # moment) before the answer; the queue worker fetches it, coalesced with the others
+        # (services/webhook_queue.py).
+        writer: webhook_queue.PendingWriter = state.pending_writer
+        first = await writer.add(issuer.id, event.delivery_id, event.payout_id)
         state.webhook_wake.set()
         return JSONResponse({"duplicate": not first, "queued": first})
     if event.payout_id:
