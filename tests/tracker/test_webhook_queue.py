@@ -225,3 +225,26 @@ def test_killed_right_after_the_2xx_the_payout_still_arrives_after_a_restart(
     assert tuple(row) == (payout.id, "AwaitingPayment")
     assert _count(engine, "SELECT COUNT(*) FROM webhook_delivery WHERE pending") == 0
     assert _count(engine, "SELECT COUNT(*) FROM payout_state_change WHERE source = 'webhook'") == 1
+
+
+def test_a_group_commit_answers_each_delivery_once(
+    settings: TrackerSettings, engine: Engine,
+) -> None:
+    issuer_id = _add_issuer(engine, settings, "http://127.0.0.1:9")
+    database = Database(engine)
+    with database.sessions() as session:
+        assert webhook_queue.enqueue(session, issuer_id=issuer_id, delivery_id="d0",
+                                     payout_id="P0")
+    items = [(issuer_id, "d0", "P0"), (issuer_id, "d1", "P1"), (issuer_id, "d1", "P1"),
+             (issuer_id, "d2", "P2")]
+    assert webhook_queue.enqueue_many(database, items) == [False, True, False, True]
+
+    async def together() -> list[bool]:
+        writer = webhook_queue.PendingWriter(database)
+        return list(await asyncio.gather(
+            *(writer.add(issuer_id, f"g{i % 5}", f"P{i}") for i in range(20))
+        ))
+
+    answers = asyncio.run(together())
+    assert answers.count(True) == 5 and answers[:5] == [True] * 5
+    assert _count(engine, "SELECT COUNT(*) FROM webhook_delivery WHERE pending") == 8
