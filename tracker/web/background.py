@@ -132,6 +132,7 @@ def install(app: FastAPI) -> None:
         app.state.issuer_http = issuer_http_client(settings.issuer_timeout_s)
         app.state.issuer_http_blocking = issuer_http_blocking(settings.issuer_timeout_s)
         app.state.webhook_inflight = 0
+        app.state.webhook_queued_at = float("-inf")
         app.state.webhook_wake = asyncio.Event()
         app.state.pending_writer = webhook_queue.PendingWriter(app.state.database)
         tasks.append(asyncio.create_task(_queue_loop(app, app.state.webhook_wake)))

@@ -15,6 +15,7 @@ at once; the queue worker fetches them, coalesced (see :mod:`tracker.services.we
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -36,6 +37,8 @@ from tracker.services.reconcile import receive_delivery
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
+#: A delivery within this many seconds of a queued one is queued too (same burst).
+BURST_S = 0.5
 
 
 def _answer(status: int, reason: str, message: str) -> JSONResponse:
@@ -83,11 +86,15 @@ async def btcpay_webhook(name: str, request: Request) -> JSONResponse:
         return _answer(400, "bad_event", str(exc))
     if event.store_id is not None and event.store_id != issuer.store_id:
         return _answer(400, "wrong_store", "the event is for another store than this issuer's")
-    if event.payout_id and state.webhook_inflight >= state.settings.webhook_inline:
+    burst = state.webhook_inflight >= state.settings.webhook_inline
+    # Once a burst is queueing, the next deliveries of it queue too (cheaper per delivery).
+    burst = burst or time.monotonic() - state.webhook_queued_at < BURST_S
+    if event.payout_id and burst:
         # A burst: store the verified delivery as pending, committed (with the others of the
         # moment) before the answer; the queue worker fetches it, coalesced with the others
         # (services/webhook_queue.py).
         writer: webhook_queue.PendingWriter = state.pending_writer
+        state.webhook_queued_at = time.monotonic()
         first = await writer.add(issuer.id, event.delivery_id, event.payout_id)
         state.webhook_wake.set()
         return JSONResponse({"duplicate": not first, "queued": first})
