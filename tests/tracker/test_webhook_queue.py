@@ -140,7 +140,6 @@ def test_drain_lists_the_store_for_a_burst_and_fetches_a_few_by_id(
     database = Database(engine)
     with database.sessions() as session:
         record = issuer_service.all_issuers(session, SecretBox.from_settings(settings))[0]
-    webhook_queue._store_sizes.clear()
     paths: list[str] = []
 
     async def drain() -> int:

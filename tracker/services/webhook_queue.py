@@ -134,13 +134,25 @@ class PendingWriter:
             self._writing = False
 
 
-def _take(database: Database) -> dict[int, tuple[datetime, list[tuple[int, str]]]]:
-    """Pending deliveries per issuer: ``(oldest received_at, [(row id, payout id)])``."""
+def _any_pending(database: Database) -> bool:
+    with database.sessions() as session:
+        return session.execute(
+            sa.select(col(WebhookDelivery.id)).where(col(WebhookDelivery.pending).is_(True))
+            .limit(1)
+        ).first() is not None
+
+
+def _take(
+    database: Database, issuer_ids: list[int]
+) -> dict[int, tuple[datetime, list[tuple[int, str]]]]:
+    """Pending deliveries of these issuers: ``(oldest received_at, [(row id, payout id)])``
+    per issuer (an issuer that cannot be opened must not block the others)."""
     with database.sessions() as session:
         rows = session.execute(
             sa.select(col(WebhookDelivery.id), col(WebhookDelivery.issuer_pk),
                       col(WebhookDelivery.payout_id), col(WebhookDelivery.received_at))
-            .where(col(WebhookDelivery.pending).is_(True))
+            .where(col(WebhookDelivery.pending).is_(True),
+                   col(WebhookDelivery.issuer_pk).in_(issuer_ids))
             .order_by(col(WebhookDelivery.id))
             .limit(TAKE)
         ).all()
@@ -151,12 +163,16 @@ def _take(database: Database) -> dict[int, tuple[datetime, list[tuple[int, str]]
     return grouped
 
 
-_store_sizes: dict[tuple[int, str], int] = {}
+def _store_sizes(database: Database) -> dict[tuple[int, str], int]:
+    """Payouts per issuer store as last seen (a per-database memo): sets the list threshold."""
+    sizes: dict[tuple[int, str], int] = database.shared("webhook_queue.store_sizes", dict)
+    return sizes
 
 
 async def _store_size(database: Database, issuer: IssuerRecord) -> int:
     key = (issuer.id, issuer.store_id)
-    if key not in _store_sizes:
+    sizes = _store_sizes(database)
+    if key not in sizes:
 
         def count() -> int:
             with database.sessions() as session:
@@ -165,8 +181,8 @@ async def _store_size(database: Database, issuer: IssuerRecord) -> int:
                     .where(col(Payout.issuer_pk) == issuer.id)
                 ).scalar_one())
 
-        _store_sizes[key] = await database.call(count)
-    return _store_sizes[key]
+        sizes[key] = await database.call(count)
+    return sizes[key]
 
 
 async def _list_from(database: Database, issuer: IssuerRecord) -> int:
@@ -184,7 +200,7 @@ async def _fetch(
     missing = ids
     if len(ids) >= await _list_from(database, issuer):
         listed = await client.list_payouts(include_cancelled=True)
-        _store_sizes[(issuer.id, issuer.store_id)] = len(listed)
+        _store_sizes(database)[(issuer.id, issuer.store_id)] = len(listed)
         wanted = set(ids)
         found = {p.id: p for p in listed if p.id in wanted}
         del listed
@@ -215,13 +231,12 @@ async def drain(
     (for the opened issuers by id) only when something is pending."""
     settled = deferred = 0
     now = utcnow()
-    pending = await database.call(lambda: _take(database))
-    by_id = await issuers() if pending else {}
+    if not await database.call(lambda: _any_pending(database)):
+        return 0, 0
+    by_id = await issuers()
+    pending = await database.call(lambda: _take(database, list(by_id)))
     for issuer_pk, (oldest, rows) in pending.items():
-        issuer = by_id.get(issuer_pk)
-        if issuer is None:
-            log.warning("webhook queue: %d deliveries for an unknown issuer", len(rows))
-            continue
+        issuer = by_id[issuer_pk]
         ids = list(dict.fromkeys(payout_id for _row, payout_id in rows if payout_id))
         young = (now - oldest).total_seconds() < gather_s
         if young and len(ids) < await _list_from(database, issuer):
