@@ -152,14 +152,55 @@ def dashboard_stats(
     )
 
 
+#: Up to this many days, the volume chart sums each day as an index range (see below).
+RANGED_DAYS = 120
+
+
 def payout_volume_per_day(
     session: Session, *, since: datetime | None = None, until: datetime | None = None
 ) -> list[tuple[str, int, int]]:
     """``(YYYY-MM-DD, payouts, completed sats)`` per UTC day, for the dashboard chart.
 
-    The day is the cheapest expression each database has: the first ten characters of
-    SQLite's stored UTC text, a ``date`` cast on PostgreSQL (``to_char``/``strftime`` per row
-    cost twice as much over 200,000 payouts)."""
+    Up to :data:`RANGED_DAYS` days, one aggregate per day over an index range of
+    ``ix_payout_created_state_amount``: grouping by a computed day made both databases sort
+    every payout of the period (87 ms for 200,000 on SQLite; the ranges take 22). Longer
+    periods group by the cheapest day expression each database has."""
+    since, until = as_utc(since), as_utc(until)
+    bounds = session.execute(
+        sa.select(sa.func.min(col(Payout.created)), sa.func.max(col(Payout.created))).where(
+            *_period(col(Payout.created), since, until)
+        )
+    ).one()
+    if bounds[0] is None:
+        return []
+    start = since or as_utc(bounds[0])
+    end = until or as_utc(bounds[1]) + timedelta(microseconds=1)
+    assert start is not None and end is not None
+    if (end.date() - start.date()).days >= RANGED_DAYS:
+        return _volume_grouped(session, since, until)
+    completed = sa.case(
+        (col(Payout.state) == PayoutState.Completed.value, col(Payout.amount_msat)), else_=0
+    )
+    per_range = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(completed), 0)).where(
+        col(Payout.created) >= sa.bindparam("lo", type_=Payout.created.type),  # type: ignore[attr-defined]
+        col(Payout.created) < sa.bindparam("hi", type_=Payout.created.type),  # type: ignore[attr-defined]
+    )
+    conn = session.connection()
+    out = []
+    day = start.date()
+    while _midnight(day) < end:
+        following = day + timedelta(days=1)
+        lo, hi = max(start, _midnight(day)), min(end, _midnight(following))
+        n, msat = conn.execute(per_range, {"lo": lo, "hi": hi}).one()
+        if n:
+            out.append((day.isoformat(), int(n), int(msat) // 1000))
+        day = following
+    return out
+
+
+def _volume_grouped(
+    session: Session, since: datetime | None, until: datetime | None
+) -> list[tuple[str, int, int]]:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         day: Any = sa.cast(sa.func.timezone("UTC", col(Payout.created)), sa.Date)
@@ -180,7 +221,18 @@ def payout_volume_per_day(
 def taps_per_station(
     session: Session, *, since: datetime | None = None, until: datetime | None = None
 ) -> list[tuple[str, int]]:
-    """``(station name, taps)``, busiest first."""
+    """``(station name, taps)``, busiest first. For all time the counts come from the
+    ``tap_daily_count`` rollup (a few rows per day) instead of every tap."""
+    if since is None and until is None:
+        total = sa.func.sum(col(TapDailyCount.taps))
+        rows = session.execute(
+            sa.select(col(Station.name), total)
+            .join(TapDailyCount, col(TapDailyCount.station_pk) == col(Station.id))
+            .group_by(col(Station.name))
+            .having(total > 0)
+            .order_by(total.desc(), col(Station.name))
+        ).all()
+        return [(str(name), int(n)) for name, n in rows]
     rows = session.execute(
         sa.select(col(Station.name), sa.func.count(col(Tap.id)))
         .join(Tap, col(Tap.station_pk) == col(Station.id))
