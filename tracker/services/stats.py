@@ -162,13 +162,16 @@ def payout_volume_per_day(
     """``(YYYY-MM-DD, payouts, completed sats)`` per UTC day, for the dashboard chart.
 
     Up to :data:`RANGED_DAYS` days, one aggregate per day over an index range of
-    ``ix_payout_created_state_amount``: grouping by a computed day made both databases sort
-    every payout of the period (87 ms for 200,000 on SQLite; the ranges take 22). Longer
-    periods group by the cheapest day expression each database has."""
+    ``ix_payout_created_state_amount``, in one UNION ALL: grouping by a computed day made
+    both databases sort every payout of the period (87 ms for 200,000 on SQLite; the ranges
+    take 22). Longer periods group by the cheapest day expression each database has."""
     since, until = as_utc(since), as_utc(until)
+    period = _period(col(Payout.created), since, until)
+    # Two scalar subqueries: each is one index probe (min and max in one SELECT scan it all).
     bounds = session.execute(
-        sa.select(sa.func.min(col(Payout.created)), sa.func.max(col(Payout.created))).where(
-            *_period(col(Payout.created), since, until)
+        sa.select(
+            sa.select(sa.func.min(col(Payout.created))).where(*period).scalar_subquery(),
+            sa.select(sa.func.max(col(Payout.created))).where(*period).scalar_subquery(),
         )
     ).one()
     if bounds[0] is None:
@@ -181,21 +184,27 @@ def payout_volume_per_day(
     completed = sa.case(
         (col(Payout.state) == PayoutState.Completed.value, col(Payout.amount_msat)), else_=0
     )
-    per_range = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(completed), 0)).where(
-        col(Payout.created) >= sa.bindparam("lo", type_=Payout.created.type),  # type: ignore[attr-defined]
-        col(Payout.created) < sa.bindparam("hi", type_=Payout.created.type),  # type: ignore[attr-defined]
-    )
-    conn = session.connection()
-    out = []
+    days: list[date] = []
+    parts = []
     day = start.date()
     while _midnight(day) < end:
         following = day + timedelta(days=1)
         lo, hi = max(start, _midnight(day)), min(end, _midnight(following))
-        n, msat = conn.execute(per_range, {"lo": lo, "hi": hi}).one()
-        if n:
-            out.append((day.isoformat(), int(n), int(msat) // 1000))
+        parts.append(
+            sa.select(
+                sa.literal(len(days)), sa.func.count(), sa.func.coalesce(sa.func.sum(completed), 0)
+            ).where(col(Payout.created) >= lo, col(Payout.created) < hi)
+        )
+        days.append(day)
         day = following
-    return out
+    # One statement (UNION ALL of the day ranges): one round trip, one compiled form per
+    # number of days.
+    rows = session.execute(sa.union_all(*parts)).all()
+    return [
+        (days[i].isoformat(), int(n), int(msat) // 1000)
+        for i, n, msat in sorted(rows, key=lambda r: int(r[0]))
+        if n
+    ]
 
 
 def _volume_grouped(
