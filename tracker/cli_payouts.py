@@ -36,6 +36,11 @@ def register(sub: Any) -> None:
 
     reconcile = sub.add_parser("reconcile", help="poll every issuer's payouts (Greenfield)")
     reconcile.add_argument("--once", action="store_true", help="one pass, then exit")
+    reconcile.add_argument(
+        "--claim-grace", type=int, metavar="SECONDS", default=None,
+        help="settle open claims with no issuer payout after this long (default: the "
+        "claim_grace_seconds setting, 3600)",
+    )
     _json_flag(reconcile)
     reconcile.set_defaults(func=cmd_reconcile)
 
@@ -127,6 +132,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from tracker.web.background import issuer_http_client, reconcile_once
 
     settings = _settings(args)
+    grace_s = settings.claim_grace_seconds if args.claim_grace is None else args.claim_grace
+    if grace_s < 0:
+        return _refused(ValueError("--claim-grace must be 0 or more seconds"))
     engine = _engine(settings)
     try:
         check_schema_current(engine)
@@ -136,7 +144,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         async def run() -> int:
             async with issuer_http_client(settings.issuer_timeout_s) as http:
                 while True:
-                    reports = await reconcile_once(database, box, http)
+                    reports = await reconcile_once(
+                        database, box, http, grace_s=grace_s
+                    )
                     for report in reports:
                         line = json.dumps(report) if args.json else _report_line(report)
                         print(line, flush=True)
@@ -150,11 +160,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def _report_line(report: dict[str, object]) -> str:
-    if report.get("error"):
-        return f"{report['issuer']}: error: {report['error']}"
     keys = ("seen", "created", "linked", "updated", "unchanged", "ignored_older",
-            "open_claims_unmatched")
-    return f"{report['issuer']}: " + ", ".join(f"{k} {report.get(k, 0)}" for k in keys)
+            "open_claims_unmatched", "claims_failed", "claims_unknown", "claims_no_issuer")
+    figures = ", ".join(f"{k} {report[k]}" for k in keys if k in report)
+    if report.get("error"):
+        return f"{report['issuer']}: error: {report['error']}" + (f"; {figures}" if figures else "")
+    return f"{report['issuer']}: {figures}"
 
 
 def cmd_tokens_add(args: argparse.Namespace) -> int:

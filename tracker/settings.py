@@ -66,8 +66,18 @@ class TrackerSettings:
     #: Seconds between Greenfield reconciliations inside ``tracker serve``; 0 switches the
     #: loop off (``tracker reconcile --once`` still works).
     reconcile_seconds: int = 60
+    #: A station's claim that no issuer payout matches this many seconds after the tracker
+    #: stored it is settled by reconciliation (``TRACKER_CLAIM_GRACE_SECONDS``): its payout
+    #: becomes Failed (the issuer has none) or Unknown (the issuer could not be asked).
+    #: BTCPay makes the payout inside the LNURL callback, so an hour is ample for a late
+    #: webhook or a missed poll; a payout that still comes later is linked and wins.
+    claim_grace_seconds: int = 3600
     #: Largest webhook body accepted (BTCPay's payout events are ~400 bytes).
     webhook_max_bytes: int = 64 * 1024
+    #: Webhook deliveries handled inline (fetch + store before the answer) at once per
+    #: process; beyond that a verified delivery is stored as pending, answered, and fetched by
+    #: the queue worker, which coalesces a burst into one Greenfield list. 0: always queue.
+    webhook_inline: int = 2
     #: Timeout of each Greenfield request, seconds.
     issuer_timeout_s: int = 10
     #: Proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed (comma-separated
@@ -137,7 +147,9 @@ _KINDS: dict[str, type] = {
     "live_updates": bool,
     "issuer_key": str,
     "reconcile_seconds": int,
+    "claim_grace_seconds": int,
     "webhook_max_bytes": int,
+    "webhook_inline": int,
     "issuer_timeout_s": int,
     "forwarded_allow_ips": str,
     "login_max_failures": int,
@@ -250,6 +262,8 @@ def load_settings(
     settings = TrackerSettings(**values)
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port must be 1..65535, got {settings.port}")
+    if settings.claim_grace_seconds < 0:
+        raise SettingsError("claim_grace_seconds must be 0 or more (seconds)")
     if persist_secret:
         settings = _ensure_secret_key(settings)
     elif not settings.secret_key:

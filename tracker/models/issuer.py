@@ -61,13 +61,22 @@ class WebhookDelivery(SQLModel, table=True):
     """One handled webhook delivery; a redelivery of the same ``delivery_id`` changes nothing."""
 
     __tablename__ = "webhook_delivery"
-    __table_args__ = (sa.UniqueConstraint("issuer_pk", "delivery_id", name="uq_webhook_delivery"),)
+    __table_args__ = (
+        sa.UniqueConstraint("issuer_pk", "delivery_id", name="uq_webhook_delivery"),
+        sa.Index(
+            "ix_webhook_delivery_pending", "id",
+            sqlite_where=sa.text("pending"), postgresql_where=sa.text("pending"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     issuer_pk: int = Field(foreign_key="issuer.id", sa_type=BigId)
     delivery_id: str = Field(max_length=100)
     payout_id: str | None = Field(default=None, max_length=100)
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    #: Acknowledged but its payout not fetched yet (a burst): the webhook queue worker
+    #: (:mod:`tracker.services.webhook_queue`) fetches it, also after a restart.
+    pending: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class ApiToken(SQLModel, table=True):

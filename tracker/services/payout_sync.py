@@ -109,6 +109,32 @@ class SyncCounts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+_PAYOUT = Payout.__table__  # type: ignore[attr-defined]
+_HISTORY = PayoutStateChange.__table__  # type: ignore[attr-defined]
+_DELIVERY = WebhookDelivery.__table__  # type: ignore[attr-defined]
+#: Built once and fed parameter dicts: a ``.values(...)`` per call would make SQLAlchemy
+#: build a cache key over every value, which cost more than the insert.
+_INSERT_PAYOUT = sa.insert(_PAYOUT).returning(_PAYOUT.c.id)
+_INSERT_HISTORY = sa.insert(_HISTORY)
+_INSERT_DELIVERY = sa.insert(_DELIVERY)
+_DONE_DELIVERIES = (
+    sa.update(_DELIVERY)
+    .where(_DELIVERY.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(pending=False)
+)
+_PROBE_STORED = sa.select(
+    _PAYOUT.c.id, _PAYOUT.c.issuer_payout_id, _PAYOUT.c.revision, _PAYOUT.c.state,
+    _PAYOUT.c.proof,
+).where(
+    _PAYOUT.c.issuer_pk == sa.bindparam("issuer"),
+    _PAYOUT.c.issuer_payout_id.in_(sa.bindparam("ids", expanding=True)),
+)
+_PROBE_DIGEST = sa.select(_PAYOUT.c.id, _PAYOUT.c.bolt11_digest).where(
+    _PAYOUT.c.bolt11_digest.in_(sa.bindparam("digests", expanding=True)),
+    _PAYOUT.c.issuer_payout_id.is_(None),
+)
+
+
 def apply_payouts(
     session: Session,
     *,
@@ -117,21 +143,32 @@ def apply_payouts(
     payouts: Sequence[GreenfieldPayout],
     source: PayoutSource,
     delivery_id: str | None = None,
+    done_deliveries: Sequence[int] = (),
 ) -> SyncCounts:
     """Upsert a batch of issuer payouts in one transaction (commits). Idempotent.
 
     With ``delivery_id`` the webhook delivery is recorded in the same transaction, so a
-    concurrent second copy of it fails as a whole (``IntegrityError``) and changes nothing."""
+    concurrent second copy of it fails as a whole (``IntegrityError``) and changes nothing.
+    ``done_deliveries`` (queued deliveries' row ids) stop being pending in that transaction
+    too, so a crash leaves them pending and they are fetched again."""
     with write_lock(session):
         try:
-            counts = _apply(session, issuer_id, issuer_host, payouts, source)
+            counts = _apply(session, issuer_id, issuer_host, payouts, source) if payouts else (
+                SyncCounts()
+            )
+            if done_deliveries:
+                session.connection().execute(
+                    _DONE_DELIVERIES, {"ids": list(done_deliveries)}
+                )
             if delivery_id is not None:
-                session.add(
-                    WebhookDelivery(
-                        issuer_pk=issuer_id,
-                        delivery_id=delivery_id,
-                        payout_id=payouts[0].id if payouts else None,
-                    )
+                session.connection().execute(
+                    _INSERT_DELIVERY,
+                    {
+                        "issuer_pk": issuer_id,
+                        "delivery_id": delivery_id,
+                        "payout_id": payouts[0].id if payouts else None,
+                        "received_at": utcnow(),
+                    },
                 )
             session.commit()
         except BaseException:
@@ -149,42 +186,46 @@ def _apply(
 ) -> SyncCounts:
     counts = SyncCounts(seen=len(payouts))
     unique = {gp.id: gp for gp in payouts}  # the last copy of an id in one batch wins
-    stored: dict[str, Payout] = {
-        row.issuer_payout_id: row
-        for row in session.execute(
-            sa.select(Payout).where(
-                col(Payout.issuer_pk) == issuer_id,
-                col(Payout.issuer_payout_id).in_(list(unique)),
-            )
-        ).scalars()
-        if row.issuer_payout_id is not None
+    conn = session.connection()
+    # Probe with plain columns first; ORM rows are loaded only for those that change.
+    known = {
+        r.issuer_payout_id: r
+        for r in conn.execute(_PROBE_STORED, {"issuer": issuer_id, "ids": list(unique)})
     }
-    fresh = [gp for gp in unique.values() if gp.id not in stored]
-    by_digest: dict[str, Payout] = {}
+    fresh = [gp for gp in unique.values() if gp.id not in known]
+    by_digest_id: dict[str, int] = {}
     if fresh:
-        digests = {d for gp in fresh if (d := bolt11_digest(gp.destination))}
+        digests = list({d for gp in fresh if (d := bolt11_digest(gp.destination))})
         if digests:
-            for row in session.execute(
-                sa.select(Payout).where(
-                    col(Payout.bolt11_digest).in_(digests),
-                    col(Payout.issuer_payout_id).is_(None),
-                )
-            ).scalars():
-                if row.bolt11_digest:
-                    by_digest[row.bolt11_digest] = row
+            for r in conn.execute(_PROBE_DIGEST, {"digests": digests}):
+                by_digest_id[r.bolt11_digest] = r.id
+    to_load: list[int] = []
+    for gp in unique.values():
+        r = known.get(gp.id)
+        if r is not None and _changes(r, gp):
+            to_load.append(r.id)
+    to_load.extend(by_digest_id.values())
+    rows: dict[int, Payout] = {}
+    if to_load:
+        rows = {
+            row.id: row
+            for row in session.execute(sa.select(Payout).where(col(Payout.id).in_(to_load)))
+            .scalars()
+            if row.id is not None
+        }
     now = utcnow()
     for gp in unique.values():
-        row = stored.get(gp.id)
-        if row is not None:
-            if row.revision is not None and gp.revision < row.revision:
+        probe = known.get(gp.id)
+        if probe is not None:
+            if probe.revision is not None and gp.revision < probe.revision:
                 counts.ignored_older += 1
-                continue
-            if _update(session, row, gp, source, now):
+            elif probe.id in rows and _update(session, rows[probe.id], gp, source, now):
                 counts.updated += 1
             else:
                 counts.unchanged += 1
             continue
-        row = by_digest.pop(bolt11_digest(gp.destination) or "", None)
+        row_id = by_digest_id.pop(bolt11_digest(gp.destination) or "", None)
+        row = rows.get(row_id) if row_id is not None else None
         if row is None:
             row = _claim_row_by_hash(session, payment_hash_of(gp.destination))
         if row is not None:
@@ -196,6 +237,15 @@ def _apply(
         _create(session, issuer_id, issuer_host, gp, source, now)
         counts.created += 1
     return counts
+
+
+def _changes(probe: Any, gp: GreenfieldPayout) -> bool:
+    """Whether ``gp`` would change the stored row ``probe`` (see :func:`_update`)."""
+    if probe.revision is not None and gp.revision < probe.revision:
+        return False
+    if probe.revision != gp.revision or probe.state != gp.state:
+        return True
+    return gp.proof is not None and probe.proof != gp.proof
 
 
 def _claim_row_by_hash(session: Session, payment_hash: str | None) -> Payout | None:
@@ -213,19 +263,32 @@ def _claim_row_by_hash(session: Session, payment_hash: str | None) -> Payout | N
     ).scalar_one_or_none()
 
 
-def _issuer_fields(row: Payout, gp: GreenfieldPayout) -> None:
-    row.revision = gp.revision
-    row.pull_payment_id = gp.pull_payment_id
-    row.original_amount = gp.original_amount
-    row.original_currency = gp.original_currency
-    row.payout_amount = gp.payout_amount
-    row.payout_currency = gp.payout_currency
-    row.issuer_created = gp.date
+def _issuer_values(gp: GreenfieldPayout) -> dict[str, Any]:
+    """The columns that are the issuer's record of the payout (``proof`` only when sent)."""
+    values: dict[str, Any] = {
+        "revision": gp.revision,
+        "pull_payment_id": gp.pull_payment_id,
+        "original_amount": gp.original_amount,
+        "original_currency": gp.original_currency,
+        "payout_amount": gp.payout_amount,
+        "payout_currency": gp.payout_currency,
+        "issuer_created": gp.date,
+    }
     if gp.proof is not None:
-        row.proof = gp.proof
-    proof_hash = gp.proof_value("PaymentHash")
-    if row.payment_hash is None and proof_hash and len(proof_hash) == 64:
-        row.payment_hash = proof_hash.lower()
+        values["proof"] = gp.proof
+    return values
+
+
+def _proof_hash(gp: GreenfieldPayout) -> str | None:
+    found = gp.proof_value("PaymentHash")
+    return found.lower() if found and len(found) == 64 else None
+
+
+def _issuer_fields(row: Payout, gp: GreenfieldPayout) -> None:
+    for name, value in _issuer_values(gp).items():
+        setattr(row, name, value)
+    if row.payment_hash is None:
+        row.payment_hash = _proof_hash(gp)
 
 
 def _update(
@@ -308,34 +371,39 @@ def _create(
     source: PayoutSource,
     now: Any,
 ) -> None:
-    """A payout on the store that no station claimed (yet): kept, shown, adoptable."""
-    row = Payout(
-        issuer_pk=issuer_id,
-        issuer_payout_id=gp.id,
-        amount_msat=_msat(gp),
-        bolt11=gp.destination,
-        bolt11_digest=bolt11_digest(gp.destination),
-        payment_hash=payment_hash_of(gp.destination),
-        issuer_host=issuer_host,
-        state=gp.state,
-        created=gp.date or now,
-        updated=now,
+    """A payout on the store that no station claimed (yet): kept, shown, adoptable.
+
+    Core inserts on the session's connection rather than ORM objects: this is the webhook's
+    common path, and the unit-of-work flush cost more CPU than the rest of the store."""
+    conn = session.connection()
+    payout_id = conn.execute(
+        _INSERT_PAYOUT,
+        {
+            "issuer_pk": issuer_id,
+            "issuer_payout_id": gp.id,
+            "amount_msat": _msat(gp),
+            "bolt11": gp.destination,
+            "bolt11_digest": bolt11_digest(gp.destination),
+            "payment_hash": payment_hash_of(gp.destination) or _proof_hash(gp),
+            "issuer_host": issuer_host,
+            "state": gp.state,
+            "created": gp.date or now,
+            "updated": now,
+            **_issuer_values(gp),
+        },
+    ).scalar_one()
+    conn.execute(
+        _INSERT_HISTORY,
+        {
+            "payout_pk": payout_id,
+            "from_state": None,
+            "to_state": gp.state,
+            "reason": f"revision {gp.revision}",
+            "source": source.value,
+            "changed_at": now,
+        },
     )
-    _issuer_fields(row, gp)
-    session.add(row)
-    session.flush()
-    assert row.id is not None
-    session.add(
-        PayoutStateChange(
-            payout_pk=row.id,
-            from_state=None,
-            to_state=gp.state,
-            reason=f"revision {gp.revision}",
-            source=source.value,
-            changed_at=now,
-        )
-    )
-    notify(session, "payout", {"id": row.id, "state": row.state})
+    notify(session, "payout", {"id": payout_id, "state": gp.state})
 
 
 def adopt_for_claim(

@@ -152,15 +152,69 @@ def dashboard_stats(
     )
 
 
+#: Up to this many days, the volume chart sums each day as an index range (see below).
+RANGED_DAYS = 120
+
+
 def payout_volume_per_day(
     session: Session, *, since: datetime | None = None, until: datetime | None = None
 ) -> list[tuple[str, int, int]]:
-    """``(YYYY-MM-DD, payouts, completed sats)`` per UTC day, for the dashboard chart."""
+    """``(YYYY-MM-DD, payouts, completed sats)`` per UTC day, for the dashboard chart.
+
+    Up to :data:`RANGED_DAYS` days, one aggregate per day over an index range of
+    ``ix_payout_created_state_amount``, in one UNION ALL: grouping by a computed day made
+    both databases sort every payout of the period (87 ms for 200,000 on SQLite; the ranges
+    take 22). Longer periods group by the cheapest day expression each database has."""
+    since, until = as_utc(since), as_utc(until)
+    period = _period(col(Payout.created), since, until)
+    # Two scalar subqueries: each is one index probe (min and max in one SELECT scan it all).
+    bounds = session.execute(
+        sa.select(
+            sa.select(sa.func.min(col(Payout.created))).where(*period).scalar_subquery(),
+            sa.select(sa.func.max(col(Payout.created))).where(*period).scalar_subquery(),
+        )
+    ).one()
+    if bounds[0] is None:
+        return []
+    start = since or as_utc(bounds[0])
+    end = until or as_utc(bounds[1]) + timedelta(microseconds=1)
+    assert start is not None and end is not None
+    if (end.date() - start.date()).days >= RANGED_DAYS:
+        return _volume_grouped(session, since, until)
+    completed = sa.case(
+        (col(Payout.state) == PayoutState.Completed.value, col(Payout.amount_msat)), else_=0
+    )
+    days: list[date] = []
+    parts = []
+    day = start.date()
+    while _midnight(day) < end:
+        following = day + timedelta(days=1)
+        lo, hi = max(start, _midnight(day)), min(end, _midnight(following))
+        parts.append(
+            sa.select(
+                sa.literal(len(days)), sa.func.count(), sa.func.coalesce(sa.func.sum(completed), 0)
+            ).where(col(Payout.created) >= lo, col(Payout.created) < hi)
+        )
+        days.append(day)
+        day = following
+    # One statement (UNION ALL of the day ranges): one round trip, one compiled form per
+    # number of days.
+    rows = session.execute(sa.union_all(*parts)).all()
+    return [
+        (days[i].isoformat(), int(n), int(msat) // 1000)
+        for i, n, msat in sorted(rows, key=lambda r: int(r[0]))
+        if n
+    ]
+
+
+def _volume_grouped(
+    session: Session, since: datetime | None, until: datetime | None
+) -> list[tuple[str, int, int]]:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        day = sa.func.to_char(sa.func.timezone("UTC", col(Payout.created)), "YYYY-MM-DD")
+        day: Any = sa.cast(sa.func.timezone("UTC", col(Payout.created)), sa.Date)
     else:
-        day = sa.func.strftime("%Y-%m-%d", col(Payout.created))
+        day = sa.func.substr(col(Payout.created), 1, 10)
     completed = sa.case(
         (col(Payout.state) == PayoutState.Completed.value, col(Payout.amount_msat)), else_=0
     )
@@ -176,7 +230,18 @@ def payout_volume_per_day(
 def taps_per_station(
     session: Session, *, since: datetime | None = None, until: datetime | None = None
 ) -> list[tuple[str, int]]:
-    """``(station name, taps)``, busiest first."""
+    """``(station name, taps)``, busiest first. For all time the counts come from the
+    ``tap_daily_count`` rollup (a few rows per day) instead of every tap."""
+    if since is None and until is None:
+        total = sa.func.sum(col(TapDailyCount.taps))
+        rows = session.execute(
+            sa.select(col(Station.name), total)
+            .join(TapDailyCount, col(TapDailyCount.station_pk) == col(Station.id))
+            .group_by(col(Station.name))
+            .having(total > 0)
+            .order_by(total.desc(), col(Station.name))
+        ).all()
+        return [(str(name), int(n)) for name, n in rows]
     rows = session.execute(
         sa.select(col(Station.name), sa.func.count(col(Tap.id)))
         .join(Tap, col(Tap.station_pk) == col(Station.id))
@@ -194,17 +259,26 @@ def top_cards(
     until: datetime | None = None,
     limit: int = 10,
 ) -> list[tuple[str, str | None, int]]:
-    """``(uid, alias, completed sats)`` of the cards that were paid out the most."""
-    total = sa.func.sum(col(Payout.amount_msat))
-    rows = session.execute(
-        sa.select(col(Card.uid), col(Card.alias), total)
-        .join(Payout, col(Payout.card_pk) == col(Card.id))
+    """``(uid, alias, completed sats)`` of the cards that were paid out the most.
+
+    Summed per card from ``ix_payout_card_state_created`` alone, then only the top rows are
+    joined to their cards (joining first made the database visit every payout row)."""
+    total = sa.func.sum(col(Payout.amount_msat)).label("total")
+    ranked = (
+        sa.select(col(Payout.card_pk).label("card_pk"), total)
         .where(
+            col(Payout.card_pk).is_not(None),
             col(Payout.state) == PayoutState.Completed.value,
             *_period(col(Payout.created), since, until),
         )
-        .group_by(col(Card.id), col(Card.uid), col(Card.alias))
+        .group_by(col(Payout.card_pk))
         .order_by(total.desc())
         .limit(limit)
+        .subquery()
+    )
+    rows = session.execute(
+        sa.select(col(Card.uid), col(Card.alias), ranked.c.total)
+        .join(ranked, ranked.c.card_pk == col(Card.id))
+        .order_by(ranked.c.total.desc(), col(Card.uid))
     ).all()
     return [(str(uid), alias, int(msat) // 1000) for uid, alias, msat in rows]

@@ -4,19 +4,22 @@ Order of checks, so that nothing unauthenticated is stored or fetched: size limi
 issuer (404), ``BTCPay-Sig`` over the raw body (401), a parsable event for this store (400),
 then the delivery id: a delivery handled before answers 200 ``{"duplicate": true}`` and changes
 nothing. Otherwise the payout is fetched from Greenfield by id (the body has no destination)
-and stored; the delivery id is recorded in the same breath. When BTCPay cannot be read the
-answer is 502 and nothing is recorded, so BTCPay's own redelivery (or the next poll) retries.
+and stored; the delivery id is recorded in the same transaction. The issuer comes from the
+per-process memo when it is fresh (no thread hop); the delivery check, the fetch and the store
+run in one worker thread on a blocking ``httpx.Client`` shared by the app. When BTCPay cannot
+be read the answer is 502 and nothing is recorded, so BTCPay's redelivery (or the next poll)
+retries. More deliveries at once than ``webhook_inline`` are stored as pending and answered
+at once; the queue worker fetches them, coalesced (see :mod:`tracker.services.webhook_queue`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
 
 from tracker.db import Database
 from tracker.issuers.btcpay.client import GreenfieldError, GreenfieldNotFound
@@ -26,12 +29,16 @@ from tracker.issuers.btcpay.webhooks import (
     parse_event,
     verify,
 )
-from tracker.models import PayoutSource, WebhookDelivery
+from tracker.models import WebhookDelivery
 from tracker.services import issuers as issuer_service
-from tracker.services.reconcile import sync_payout
+from tracker.services import webhook_queue
+from tracker.services.payout_sync import SyncCounts
+from tracker.services.reconcile import receive_delivery
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
+#: A delivery within this many seconds of a queued one is queued too (same burst).
+BURST_S = 0.5
 
 
 def _answer(status: int, reason: str, message: str) -> JSONResponse:
@@ -60,11 +67,14 @@ async def btcpay_webhook(name: str, request: Request) -> JSONResponse:
     if raw is None:
         return _answer(413, "too_large", "webhook bodies are limited in size")
 
-    def load() -> issuer_service.IssuerRecord | None:
-        with database.sessions() as session:
-            return issuer_service.load_issuer(session, state.secret_box, name=name)
+    issuer = issuer_service.cached_issuer(database, name)
+    if issuer is issuer_service.NOT_CACHED:
 
-    issuer = await database.call(load) if len(name) <= 64 else None
+        def load() -> issuer_service.IssuerRecord | None:
+            with database.sessions() as session:
+                return issuer_service.load_issuer(session, state.secret_box, name=name)
+
+        issuer = await database.call(load) if len(name) <= 64 else None
     if issuer is None:
         return _answer(404, "unknown_issuer", "no issuer by that name; see `tracker issuers list`")
     if not verify(issuer.webhook_secret, raw, request.headers.get(SIGNATURE_HEADER)):
@@ -76,37 +86,43 @@ async def btcpay_webhook(name: str, request: Request) -> JSONResponse:
         return _answer(400, "bad_event", str(exc))
     if event.store_id is not None and event.store_id != issuer.store_id:
         return _answer(400, "wrong_store", "the event is for another store than this issuer's")
-
-    def seen() -> bool:
-        with database.sessions() as session:
-            return session.execute(
-                sa.select(col(WebhookDelivery.id)).where(
-                    col(WebhookDelivery.issuer_pk) == issuer.id,
-                    col(WebhookDelivery.delivery_id) == event.delivery_id,
-                )
-            ).first() is not None
-
-    if await database.call(seen):
-        return JSONResponse({"duplicate": True})
+    burst = state.webhook_inflight >= state.settings.webhook_inline
+    # Once a burst is queueing, the next deliveries of it queue too (cheaper per delivery).
+    burst = burst or time.monotonic() - state.webhook_queued_at < BURST_S
+    if event.payout_id and burst:
+        # A burst: store the verified delivery as pending, committed (with the others of the
+        # moment) before the answer; the queue worker fetches it, coalesced with the others
+        # (services/webhook_queue.py).
+        writer: webhook_queue.PendingWriter = state.pending_writer
+        state.webhook_queued_at = time.monotonic()
+        first = await writer.add(issuer.id, event.delivery_id, event.payout_id)
+        state.webhook_wake.set()
+        return JSONResponse({"duplicate": not first, "queued": first})
     if event.payout_id:
-        try:
-            counts = await sync_payout(
-                database,
-                state.issuer_http,
-                issuer,
-                event.payout_id,
-                source=PayoutSource.webhook,
+        payout_id = event.payout_id
+
+        def work() -> SyncCounts | None:  # one worker thread: seen? fetch, store
+            return receive_delivery(
+                database, state.issuer_http_blocking, issuer, payout_id=payout_id,
                 delivery_id=event.delivery_id,
             )
-            changed = bool(counts.created or counts.linked or counts.updated)
-            return JSONResponse({"duplicate": False, "changed": changed})
-        except IntegrityError:  # the same delivery twice at once: the other copy won
-            return JSONResponse({"duplicate": True})
+
+        state.webhook_inflight += 1
+        try:
+            counts = await database.call(work)
         except GreenfieldNotFound:
             log.info("webhook for issuer %s: payout no longer at the issuer", issuer.name)
+            counts = SyncCounts(seen=-1)  # nothing to store; the delivery is recorded below
         except GreenfieldError as exc:
             log.warning("webhook for issuer %s: cannot read the payout: %s", issuer.name, exc)
             return _answer(502, "issuer_unavailable", "could not read the payout from BTCPay")
+        finally:
+            state.webhook_inflight -= 1
+        if counts is None:
+            return JSONResponse({"duplicate": True})
+        if counts.seen >= 0:
+            changed = bool(counts.created or counts.linked or counts.updated)
+            return JSONResponse({"duplicate": False, "changed": changed})
 
     def record() -> bool:
         with database.sessions() as session, database.write_lock:
