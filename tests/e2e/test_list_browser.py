@@ -140,7 +140,7 @@ def test_lists_explain_sort_and_copy_in_a_browser(
         assert page.evaluate("navigator.clipboard.readText()") == LATE_CARD
         problems["/ with data"] = _layout_problems(page)
 
-        for path in ("/taps?sort=counter&dir=asc", "/cards?sort=card", "/stations?sort=last_seen"):
+        for path in ("/taps?sort=counter&dir=asc", "/cards?sort=card", "/stations?sort=heartbeat"):
             page.goto(base + path)
             expect(page.locator("th[aria-sort]")).to_have_count(1)
             problems[path] = _layout_problems(page)

@@ -329,6 +329,17 @@ def test_cards_and_stations_sort_by_their_columns(
                        c.get("/stations?sort=name&dir=desc", headers=HTML).text)
     assert names == ["zoo", "till-1", "annex"]
 
+    # By last heartbeat: the station that reported most recently first, never-reported last.
+    from test_station_heartbeat import URL, beat
+
+    zoo = make_station(engine, "zoo2")
+    annex = make_station(engine, "annex2")
+    for creds in (zoo, annex):  # annex2 reports last
+        assert c.post(URL, json=beat(), headers=creds.headers).status_code == 200
+    names = re.findall(r'<a href="/taps\?station=([^"]+)">',
+                       c.get("/stations?sort=heartbeat", headers=HTML).text)
+    assert names[:2] == ["annex2", "zoo2"] and set(names[2:]) == {"zoo", "till-1", "annex"}
+
 
 @SQLITE_ONLY
 def test_a_sorted_page_pages_on_in_the_same_order(

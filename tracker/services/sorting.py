@@ -19,7 +19,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlmodel import col
 
-from tracker.models import Card, Payout, Station, Tap
+from tracker.models import Card, Payout, Station, StationHeartbeat, Tap
 
 #: (kind, column) → the ordered key columns and the direction a first click gives.
 #: Times and amounts start with the largest; words start at A.
@@ -51,6 +51,8 @@ _OFFSET_SORTS: Final[dict[str, dict[str, tuple[Any, bool]]]] = {
         "name": (col(Station.name), False),
         "created": (col(Station.created), True),
         "last_seen": (col(Station.last_seen), True),
+        # Only the health overview (station_health.overview) joins the heartbeat table.
+        "heartbeat": (col(StationHeartbeat.received_at), True),
     },
 }
 _TIEBREAK: Final[dict[str, Any]] = {"cards": col(Card.id), "stations": col(Station.id)}

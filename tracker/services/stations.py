@@ -16,7 +16,6 @@ from sqlmodel import Session, col, select
 from tracker.db import Database, database_of
 from tracker.models import Station, StationPublic, UTCDateTime, utcnow
 from tracker.security import generate_station_token, hash_token
-from tracker.services.sorting import Sort, order_by, parse_sort
 
 #: ``last_seen`` is refreshed at most this often per station, so a busy station does not turn
 #: every tap into a contended write on its station row.
@@ -247,10 +246,9 @@ def touch(
     )
 
 
-def list_stations(session: Session, *, sort: Sort | None = None) -> list[StationPublic]:
-    """Every station, by name unless ``sort`` says otherwise."""
-    order = order_by(sort or parse_sort("stations", None, None))
-    rows = session.exec(select(Station).order_by(*order)).all()
+def list_stations(session: Session) -> list[StationPublic]:
+    """Every station by name (the stations page sorts through ``station_health.overview``)."""
+    rows = session.exec(select(Station).order_by(col(Station.name))).all()
     return [to_public(s) for s in rows]
 
 
