@@ -8,10 +8,8 @@ card, rename and block it, filter the taps and download the CSV export. Screensh
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,27 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from components import require
+from browser_kit import CHROMIUM, CHROMIUM_ARGS, PASSWORD, require_browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 CARD = "04C0FFEE123456"
 OTHER_CARD = "04BEEF00112233"
-PASSWORD = "correct horse battery"
-
-
-def _playwright_available() -> bool:
-    return importlib.util.find_spec("playwright") is not None
-
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -127,12 +108,7 @@ def _tap(base: str, token: str, uid: str, counter: int, outcome: str = "accepted
 
 
 def test_operator_day_in_a_real_browser(tracker: dict[str, Any], tmp_path: Path) -> None:
-    require(
-        "browser",
-        Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is not None,
-        f"{CHROMIUM} not installed (apt install chromium)",
-    )
-    require("browser", _playwright_available(), "python package playwright missing")
+    require_browser()
     from playwright.sync_api import expect, sync_playwright
 
     base, token = tracker["base"], tracker["token"]

@@ -10,40 +10,28 @@ is refused. No request leaves the tracker, and the phone layout has no sideways 
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from components import require
-from test_browser import (  # the same real tracker, started from its CLI
+from browser_kit import (
     CHROMIUM,
     CHROMIUM_ARGS,
     PASSWORD,
-    _cli,
-    _playwright_available,
-    _tap,
-    tracker,
+    PHONE,
+    WIDE,
+    require_browser,
+    sign_in,
+    watched_page,
 )
-from test_phone_browser import PHONE, _layout_problems
+from test_browser import _cli, _tap, tracker  # the same real tracker, started from its CLI
+from test_phone_browser import _layout_problems
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 __all__ = ["tracker"]  # the fixture, re-used
 
 CARD = "04C0FFEE123456"
-WIDE = {"width": 1400, "height": 900}
-
-
-def _sign_in(page: Any, base: str, username: str) -> None:
-    from playwright.sync_api import expect
-
-    page.goto(base + "/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page.locator("h1")).to_have_text("Dashboard")
 
 
 def _actions(page: Any) -> list[str]:
@@ -55,12 +43,7 @@ def _actions(page: Any) -> list[str]:
 
 
 def test_card_page_and_audit_log_at_1400_and_390(tracker: dict[str, Any]) -> None:
-    require(
-        "browser",
-        Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is not None,
-        f"{CHROMIUM} not installed (apt install chromium)",
-    )
-    require("browser", _playwright_available(), "python package playwright missing")
+    require_browser()
     from playwright.sync_api import expect, sync_playwright
 
     base, token, env = tracker["base"], tracker["token"], tracker["env"]
@@ -85,15 +68,8 @@ def test_card_page_and_audit_log_at_1400_and_390(tracker: dict[str, Any]) -> Non
         # --- 1400 px, admin ---------------------------------------------------------------
         context = browser.new_context(viewport=WIDE)
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
-        context.on("request", lambda r: requests.append(r.url))
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on(
-            "console",
-            lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
-        )
-        _sign_in(page, base, "alice")
+        page = watched_page(context, requests=requests, errors=errors).page
+        sign_in(page, base)
         page.goto(f"{base}/cards/{CARD}")
 
         title = page.locator("#card-title")
@@ -161,11 +137,8 @@ def test_card_page_and_audit_log_at_1400_and_390(tracker: dict[str, Any]) -> Non
         # --- 390 px: the same pages fit a phone -------------------------------------------------
         context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
-        context.on("request", lambda r: requests.append(r.url))
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        _sign_in(page, base, "alice")
+        page = watched_page(context, requests=requests, errors=errors).page
+        sign_in(page, base)
         problems: dict[str, list[str]] = {}
         for path in (f"/cards/{CARD}", f"/cards/{CARD}/unblock", "/audit",
                      "/audit?action=issuer.remove"):
@@ -187,10 +160,8 @@ def test_card_page_and_audit_log_at_1400_and_390(tracker: dict[str, Any]) -> Non
 
         # --- a viewer: no Audit link, and /audit is refused -----------------------------------
         context = browser.new_context(viewport=WIDE)
-        context.on("request", lambda r: requests.append(r.url))
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        _sign_in(page, base, "victor")
+        page = watched_page(context, requests=requests, errors=errors).page
+        sign_in(page, base, "victor")
         expect(page.locator("header.top nav a", has_text="Audit")).to_have_count(0)
         answer = page.goto(base + "/audit")
         assert answer is not None and answer.status == 403

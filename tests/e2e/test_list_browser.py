@@ -5,14 +5,13 @@ no request leaving the tracker."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from components import require
-from test_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, _playwright_available, _tap, tracker
+from browser_kit import CHROMIUM, CHROMIUM_ARGS, PHONE, WIDE, require_browser, sign_in, watched_page
+from test_browser import _tap, tracker
 from test_phone_browser import _layout_problems
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -22,7 +21,7 @@ CARD = "04C0FFEE123456"
 SHORT = "04C0\u20263456"
 LATE_CARD = "04BEEF00112233"
 AMOUNTS = (700, 50, 2500, 1000)  # sats, posted in this order
-VIEWPORTS = {"wide": {"width": 1400, "height": 900}, "phone": {"width": 390, "height": 844}}
+VIEWPORTS = {"wide": WIDE, "phone": PHONE}
 
 
 def _payout(base: str, token: str, counter: int, sats: int) -> None:
@@ -46,12 +45,7 @@ def _amounts(page: Any) -> list[int]:
 def test_lists_explain_sort_and_copy_in_a_browser(
     tracker: dict[str, Any], tmp_path: Path, viewport: str
 ) -> None:
-    require(
-        "browser",
-        Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is not None,
-        f"{CHROMIUM} not installed (apt install chromium)",
-    )
-    require("browser", _playwright_available(), "python package playwright missing")
+    require_browser()
     from playwright.sync_api import expect, sync_playwright
 
     base, token = tracker["base"], tracker["token"]
@@ -66,19 +60,8 @@ def test_lists_explain_sort_and_copy_in_a_browser(
             viewport=VIEWPORTS[viewport], is_mobile=phone, has_touch=phone
         )
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
-        context.on("request", lambda r: requests.append(r.url))
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on(
-            "console",
-            lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
-        )
-        page.goto(base + "/login")
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        expect(page.locator("h1")).to_have_text("Dashboard")
+        page = watched_page(context, requests=requests, errors=errors).page
+        sign_in(page, base)
 
         # Empty: the dashboard and each list say what to set up; the help is the tracker's own.
         expect(page.locator("#getting-started")).to_contain_text("tracker stations add till-1")

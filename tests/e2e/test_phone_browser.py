@@ -8,27 +8,18 @@ docs included (Swagger UI is served from the installed package, under the same C
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from components import require
-from test_browser import (  # the same real tracker, started from its CLI
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    PASSWORD,
-    _playwright_available,
-    _tap,
-    tracker,
-)
+from browser_kit import CHROMIUM, CHROMIUM_ARGS, PHONE, require_browser, sign_in, watched_page
+from test_browser import _tap, tracker  # the same real tracker, started from its CLI
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 __all__ = ["tracker"]  # the fixture, re-used
 
 CARD = "04C0FFEE123456"
-PHONE = {"width": 390, "height": 844}
 KEY_COLUMNS = ("time", "card", "amount", "state", "outcome")
 
 
@@ -73,12 +64,7 @@ def _layout_problems(page: Any) -> list[str]:
 def test_every_page_fits_a_phone_and_nothing_leaves_the_tracker(
     tracker: dict[str, Any], tmp_path: Path
 ) -> None:
-    require(
-        "browser",
-        Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is not None,
-        f"{CHROMIUM} not installed (apt install chromium)",
-    )
-    require("browser", _playwright_available(), "python package playwright missing")
+    require_browser()
     from playwright.sync_api import expect, sync_playwright
 
     base, token = tracker["base"], tracker["token"]
@@ -90,20 +76,8 @@ def test_every_page_fits_a_phone_and_nothing_leaves_the_tracker(
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
-        context.on("request", lambda r: requests.append(r.url))
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on(
-            "console",
-            lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
-        )
-
-        page.goto(base + "/login")
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        expect(page.locator("h1")).to_have_text("Dashboard")
+        page = watched_page(context, requests=requests, errors=errors).page
+        sign_in(page, base)
 
         for path in pages:  # empty
             page.goto(base + path)

@@ -6,27 +6,20 @@ at once — with no request leaving 127.0.0.1 and no CSP complaint."""
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from components import require
-from test_browser import (  # the same real tracker, started from its CLI
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    PASSWORD,
-    _playwright_available,
-    tracker,
-)
+from browser_kit import CHROMIUM, CHROMIUM_ARGS, PHONE, WIDE, require_browser, sign_in, watched_page
+from test_browser import tracker  # the same real tracker, started from its CLI
 from test_phone_browser import _layout_problems
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 __all__ = ["tracker"]  # the fixture, re-used
 
-VIEWPORTS = {"wide": {"width": 1400, "height": 900}, "phone": {"width": 390, "height": 844}}
+VIEWPORTS = {"wide": WIDE, "phone": PHONE}
 
 
 def _beat(base: str, token: str, **changes: Any) -> int:
@@ -44,12 +37,7 @@ def _beat(base: str, token: str, **changes: Any) -> int:
 def test_rotate_and_revoke_a_station_token_from_the_page(
     tracker: dict[str, Any], tmp_path: Path, viewport: str,
 ) -> None:
-    require(
-        "browser",
-        Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is not None,
-        f"{CHROMIUM} not installed (apt install chromium)",
-    )
-    require("browser", _playwright_available(), "python package playwright missing")
+    require_browser()
     from playwright.sync_api import expect, sync_playwright
 
     base, token = tracker["base"], tracker["token"]
@@ -63,18 +51,8 @@ def test_rotate_and_revoke_a_station_token_from_the_page(
         context = browser.new_context(viewport=VIEWPORTS[viewport],  # type: ignore[arg-type]
                                       is_mobile=viewport == "phone")
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
-        context.on("request", lambda r: requests.append(r.url))
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda m: errors.append(m.text)
-                if "Content Security Policy" in m.text else None)
-
-        page.goto(base + "/login")
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        expect(page.locator("h1")).to_have_text("Dashboard")
+        page = watched_page(context, requests=requests, errors=errors).page
+        sign_in(page, base)
 
         # A second station that never reported, added from the page.
         page.goto(base + "/stations")
