@@ -150,17 +150,24 @@ class GreenfieldPayout:
         return None
 
 
-class GreenfieldClient:
-    """Payout reads for one store. ``http`` is the caller's client (its timeout applies)."""
+class _StoreAddress:
+    """One store's base URL, quoted store id and key header; the key never reaches a repr."""
 
-    def __init__(self, http: httpx.AsyncClient, *, url: str, store_id: str, api_key: str) -> None:
-        self._http = http
+    def __init__(self, *, url: str, store_id: str, api_key: str) -> None:
         self._base = url.rstrip("/")
         self._store = quote(store_id, safe="")
         self._headers = {"Authorization": f"token {api_key}", "Accept": "application/json"}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._base!r}, store={self._store!r}, key=<hidden>)"
+
+
+class GreenfieldClient(_StoreAddress):
+    """Payout reads for one store. ``http`` is the caller's client (its timeout applies)."""
+
+    def __init__(self, http: httpx.AsyncClient, *, url: str, store_id: str, api_key: str) -> None:
+        super().__init__(url=url, store_id=store_id, api_key=api_key)
+        self._http = http
 
     async def list_payouts(self, *, include_cancelled: bool = True) -> list[GreenfieldPayout]:
         """Every payout of the store (cancelled ones too, unless told otherwise).
@@ -188,19 +195,14 @@ class GreenfieldClient:
         return _interpret(self._base, response.status_code, body)
 
 
-class BlockingGreenfieldClient:
+class BlockingGreenfieldClient(_StoreAddress):
     """One payout by id on a plain (thread-safe) ``httpx.Client``: the webhook fetches it in
     the same worker thread that then stores it, one thread hop per delivery instead of three,
     and httpx's sync path costs about half the CPU of its async one on loopback."""
 
     def __init__(self, http: httpx.Client, *, url: str, store_id: str, api_key: str) -> None:
+        super().__init__(url=url, store_id=store_id, api_key=api_key)
         self._http = http
-        self._base = url.rstrip("/")
-        self._store = quote(store_id, safe="")
-        self._headers = {"Authorization": f"token {api_key}", "Accept": "application/json"}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._base!r}, store={self._store!r}, key=<hidden>)"
 
     def get_payout(self, payout_id: str) -> GreenfieldPayout:
         path = _payout_path(self._store, payout_id)
