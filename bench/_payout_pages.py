@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 from tracker import migrations
 from tracker.db import make_engine
@@ -169,7 +170,24 @@ def seed(url: str, *, payouts: int, cards: int, stations: int, now: datetime) ->
             pg.commit()
             pg.autocommit = True
             pg.execute("VACUUM ANALYZE")
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    _check_rollups(url)
+    return seconds
+
+
+def _check_rollups(url: str) -> None:
+    """The rollups built at once hold every payout (else the timed pages would be wrong)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            daily, cards, rows = conn.execute(sa.text(
+                "SELECT (SELECT SUM(payouts) FROM payout_daily), "
+                "(SELECT SUM(payouts) FROM payout_card_total), (SELECT COUNT(*) FROM payout)"
+            )).one()
+    finally:
+        engine.dispose()
+    if not daily == cards == rows:
+        raise RuntimeError(f"payout rollups hold {daily} / {cards} payouts, not {rows}")
 
 
 @contextlib.contextmanager
