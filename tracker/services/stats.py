@@ -237,26 +237,33 @@ def payout_volume_per_day(
 def taps_per_station(
     session: Session, *, since: datetime | None = None, until: datetime | None = None
 ) -> list[tuple[str, int]]:
-    """``(station name, taps)``, busiest first. For all time the counts come from the
-    ``tap_daily_count`` rollup (a few rows per day) instead of every tap."""
-    if since is None and until is None:
-        total = sa.func.sum(col(TapDailyCount.taps))
-        rows = session.execute(
-            sa.select(col(Station.name), total)
-            .join(TapDailyCount, col(TapDailyCount.station_pk) == col(Station.id))
-            .group_by(col(Station.name))
-            .having(total > 0)
-            .order_by(total.desc(), col(Station.name))
-        ).all()
-        return [(str(name), int(n)) for name, n in rows]
-    rows = session.execute(
-        sa.select(col(Station.name), sa.func.count(col(Tap.id)))
-        .join(Tap, col(Tap.station_pk) == col(Station.id))
-        .where(*_period(col(Tap.received_at), since, until))
-        .group_by(col(Station.name))
-        .order_by(sa.func.count(col(Tap.id)).desc(), col(Station.name))
+    """``(station name, taps)``, busiest first, stations without taps left out. Whole UTC
+    days from the ``tap_daily_count`` rollup, the partial days at the ends from ``tap``."""
+    split = split_days(since, until)
+    per_station: dict[int, int] = {}
+    parts: list[Any] = [
+        sa.select(col(Tap.station_pk), sa.func.count())
+        .where(*_period(col(Tap.received_at), start, end))
+        .group_by(col(Tap.station_pk))
+        for start, end in split.edges
+    ]
+    if split.days:
+        parts.append(
+            sa.select(col(TapDailyCount.station_pk), sa.func.sum(col(TapDailyCount.taps)))
+            .where(*_day_range(col(TapDailyCount.day), split))
+            .group_by(col(TapDailyCount.station_pk))
+        )
+    for part in parts:
+        for station_pk, n in session.execute(part).all():
+            per_station[int(station_pk)] = per_station.get(int(station_pk), 0) + int(n)
+    busy = [pk for pk, n in per_station.items() if n > 0]
+    if not busy:
+        return []
+    names = session.execute(
+        sa.select(col(Station.id), col(Station.name)).where(col(Station.id).in_(busy))
     ).all()
-    return [(str(name), int(n)) for name, n in rows]
+    return sorted(((str(name), per_station[int(pk)]) for pk, name in names),
+                  key=lambda row: (-row[1], row[0]))
 
 
 def top_cards(
