@@ -1,7 +1,8 @@
 """The dashboard's aggregates against sums computed here from the rows themselves, on SQLite
-and PostgreSQL: the payout volume per UTC day (day ranges, and the grouped form used for long
-periods), taps per station for all time (from the trigger-kept rollup, a deleted tap
-included) and the top cards of a period."""
+and PostgreSQL: the payout volume per UTC day, payout counts and amounts by state, taps per
+station and the top cards, for all time (from the trigger-kept rollups, a deleted tap and
+payout included) and for periods that start at a local midnight or mid-day (rollup days plus
+raw edges)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import random
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
 import tracker.models  # noqa: F401  (the tables in SQLModel.metadata)
+from tracker import zones
 from tracker.db import make_sessionmaker
+from tracker.models import FAILED_STATES, PENDING_STATES
 from tracker.services import stats
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
@@ -71,31 +74,74 @@ def _expected_volume(payouts: list[dict[str, Any]], since: datetime | None,
     return [(d, n, sats) for d, (n, sats) in sorted(days.items())]
 
 
-@pytest.mark.parametrize("ranged", [True, False])
-def test_volume_per_day_taps_per_station_and_top_cards(
-    engine: Engine, ranged: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not ranged:
-        monkeypatch.setattr(stats, "RANGED_DAYS", 0)  # the grouped form for long periods
+def _periods() -> list[tuple[datetime | None, datetime | None]]:
+    kolkata = ZoneInfo("Asia/Kolkata")  # +05:30: its midnight is mid-way through a UTC day
+    return [
+        (None, None),
+        (T0 + timedelta(days=2, hours=13), None),
+        (T0 + timedelta(days=2, hours=13), T0 + timedelta(days=7, hours=1)),
+        (T0 + timedelta(days=3), T0 + timedelta(days=5)),  # UTC midnights: rollup only
+        (T0 + timedelta(days=4, hours=1), T0 + timedelta(days=4, hours=3)),  # within a day
+        (zones.day_start((T0 + timedelta(days=6)).date(), kolkata), None),
+        (zones.day_start((T0 + timedelta(days=6)).date(), ZoneInfo("America/New_York")), None),
+        (T0 + timedelta(days=30), None),
+    ]
+
+
+def test_volume_per_day_taps_per_station_and_top_cards(engine: Engine) -> None:
     taps, payouts = _seed(engine)
     since = T0 + timedelta(days=2, hours=13)
-    until = T0 + timedelta(days=7, hours=1)
     with make_sessionmaker(engine)() as session:
-        assert stats.payout_volume_per_day(session) == _expected_volume(payouts, None, None)
-        assert stats.payout_volume_per_day(session, since=since) == _expected_volume(
-            payouts, since, None)
-        assert stats.payout_volume_per_day(session, since=since, until=until) == (
-            _expected_volume(payouts, since, until))
-        assert stats.payout_volume_per_day(session, since=T0 + timedelta(days=30)) == []
-        per_station = Counter({1: "north", 2: "south"}[t["station_pk"]] for t in taps)
-        expected = sorted(per_station.items(), key=lambda kv: (-kv[1], kv[0]))
-        assert stats.taps_per_station(session) == expected  # rollup; 'idle' has none
-        assert stats.taps_per_station(session, since=T0) == expected  # from the taps
-        completed: Counter[int] = Counter()
-        for p in payouts:
-            if p["state"] == "Completed" and p["created"] >= since:
-                completed[p["card_pk"]] += p["amount_msat"]
-        top = stats.top_cards(session, since=since, limit=3)
-        assert [(uid, sats) for uid, _alias, sats in top] == [
-            (f"04AA{card:010X}", msat // 1000) for card, msat in completed.most_common(3)
-        ]
+        for start, end in _periods():
+            assert stats.payout_volume_per_day(session, since=start, until=end) == (
+                _expected_volume(payouts, start, end)), (start, end)
+        for start, end in _periods():  # 'idle' has no taps: left out
+            per_station = Counter(
+                {1: "north", 2: "south"}[t["station_pk"]] for t in taps
+                if (start is None or t["received_at"] >= start)
+                and (end is None or t["received_at"] < end))
+            expected = sorted(per_station.items(), key=lambda kv: (-kv[1], kv[0]))
+            assert stats.taps_per_station(session, since=start, until=end) == expected
+        for start, limit in ((since, 3), (None, 3), (None, 10)):
+            completed: Counter[int] = Counter()
+            for p in payouts:
+                if p["state"] == "Completed" and (start is None or p["created"] >= start):
+                    completed[p["card_pk"]] += p["amount_msat"]
+            top = stats.top_cards(session, since=start, limit=limit)
+            assert [(uid, sats) for uid, _alias, sats in top] == [
+                (f"04AA{card:010X}", msat // 1000) for card, msat in completed.most_common(limit)
+            ]
+
+
+def test_dashboard_figures_by_state_for_any_period(engine: Engine) -> None:
+    """Counts and paid/pending/failed amounts equal sums over the rows, for every period."""
+    _taps, payouts = _seed(engine)
+    with engine.begin() as conn:  # a webhook's changes: the rollup moves them between groups
+        conn.execute(sa.text("UPDATE payout SET state = 'Completed' WHERE id IN (3, 4, 5)"))
+        conn.execute(sa.text("UPDATE payout SET amount_msat = 777000 WHERE id = 6"))
+        conn.execute(sa.text("UPDATE payout SET state = 'AwaitingPayment' WHERE id = 7"))
+    for p in payouts:
+        p["state"] = "Completed" if p["id"] in (3, 4, 5) else p["state"]
+        p["amount_msat"] = 777000 if p["id"] == 6 else p["amount_msat"]
+        p["state"] = "AwaitingPayment" if p["id"] == 7 else p["state"]
+    with make_sessionmaker(engine)() as session:
+        for start, end in _periods():
+            chosen = [p for p in payouts if (start is None or p["created"] >= start)
+                      and (end is None or p["created"] < end)]
+
+            def of(states: tuple[str, ...], rows: list[dict[str, Any]] = chosen) -> list[int]:
+                return [p["amount_msat"] for p in rows if p["state"] in states]
+
+            figures = stats.dashboard_stats(session, since=start, until=end)
+            assert figures.total_payouts == len(chosen)
+            assert figures.total_amount_sats == sum(p["amount_msat"] for p in chosen) // 1000
+            assert figures.completed_payouts == len(of(("Completed",)))
+            assert figures.completed_amount_sats == sum(of(("Completed",))) // 1000
+            pending = tuple(s.value for s in PENDING_STATES)
+            failed = tuple(s.value for s in FAILED_STATES)
+            assert (figures.pending_payouts, figures.pending_amount_sats) == (
+                len(of(pending)), sum(of(pending)) // 1000), (start, end)
+            assert (figures.failed_payouts, figures.failed_amount_sats) == (
+                len(of(failed)), sum(of(failed)) // 1000), (start, end)
+            by_state = Counter(p["state"] for p in chosen)
+            assert {k: v for k, v in figures.payouts_by_state.items() if v} == dict(by_state)

@@ -20,6 +20,8 @@ TABLES = {
     "station_heartbeat",
     "tap",
     "tap_daily_count",
+    "payout_daily",
+    "payout_card_total",
     "payout",
     "payout_state_change",
     "claim",

@@ -561,6 +561,7 @@ from tracker.models.issuer import (  # noqa: E402, F401  (re-exported)
     PayoutSource,
     WebhookDelivery,
 )
+from tracker.models.rollup import PayoutCardTotal, PayoutDaily  # noqa: E402, F401
 from tracker.models.station import (  # noqa: E402, F401  (re-exported)
     HeartbeatCreate,
     HeartbeatPublic,

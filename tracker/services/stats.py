@@ -1,13 +1,18 @@
 """Dashboard summary numbers, computed in a handful of indexed aggregate queries.
 
 Period semantics: ``since`` inclusive, ``until`` exclusive, applied to the payout's ``created``
-and the tap's ``received_at``. "Taps today" is always the current UTC day, whatever the period.
+and the tap's ``received_at``. "Taps today" starts at midnight in the operator's zone,
+whatever the period.
+
+Whole UTC days are read from the trigger-kept rollups (``tap_daily_count``, ``payout_daily``,
+``payout_card_total``), only the partial days at a period's ends from the raw tables (see
+:func:`split_days`), so the cost does not grow with the length of the period.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session, col
@@ -18,6 +23,8 @@ from tracker.models import (
     Card,
     CardStatus,
     Payout,
+    PayoutCardTotal,
+    PayoutDaily,
     PayoutState,
     Station,
     Stats,
@@ -32,27 +39,51 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def _daily_sum(session: Session, *, first_day: date | None, end_day: date | None) -> int:
-    """Taps on UTC days ``first_day <= day < end_day`` (None: unbounded), from the rollup."""
+class DaySplit(NamedTuple):
+    """A period ``[since, until)`` cut for a daily rollup: whole UTC days ``first_day <= day <
+    end_day`` (None: unbounded; ``days`` False: none at all) read from the rollup, and at
+    most two partial days (``edges``, UTC ranges) read from the raw table.
+
+    The cut is exact whatever the period's start: "today" starts at the operator's local
+    midnight and "7 days" at this moment a week ago; neither is a UTC midnight, and both
+    become an edge range of under a day plus whole UTC days."""
+
+    edges: tuple[tuple[datetime, datetime], ...]
+    first_day: date | None
+    end_day: date | None
+    days: bool
+
+
+def split_days(since: datetime | None, until: datetime | None) -> DaySplit:
+    since, until = as_utc(since), as_utc(until)
+    if since is not None and until is not None and until <= since:
+        return DaySplit((), None, None, days=False)
+    edges: list[tuple[datetime, datetime]] = []
+    first_day: date | None = None
+    if since is not None:
+        first_day = since.date()
+        if since != _midnight(first_day):
+            first_day += timedelta(days=1)
+            head_end = _midnight(first_day)
+            if until is not None and until <= head_end:
+                return DaySplit(((since, until),), None, None, days=False)  # within one day
+            edges.append((since, head_end))
+    end_day: date | None = None
+    if until is not None:
+        end_day = until.date()
+        if until != _midnight(end_day):
+            edges.append((_midnight(end_day), until))
+    days = first_day is None or end_day is None or first_day < end_day
+    return DaySplit(tuple(edges), first_day, end_day, days)
+
+
+def _day_range(column: Any, split: DaySplit) -> list[Any]:
     conditions = []
-    if first_day is not None:
-        conditions.append(col(TapDailyCount.day) >= first_day)
-    if end_day is not None:
-        conditions.append(col(TapDailyCount.day) < end_day)
-    total = session.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(col(TapDailyCount.taps)), 0)).where(*conditions)
-    ).scalar_one()
-    return int(total)
-
-
-def _raw_count(session: Session, start: datetime | None, end: datetime | None) -> int:
-    return int(
-        session.execute(
-            sa.select(sa.func.count())
-            .select_from(Tap)
-            .where(*_period(col(Tap.received_at), start, end))
-        ).scalar_one()
-    )
+    if split.first_day is not None:
+        conditions.append(column >= split.first_day)
+    if split.end_day is not None:
+        conditions.append(column < split.end_day)
+    return conditions
 
 
 def count_taps(
@@ -64,28 +95,57 @@ def count_taps(
     at either end are counted in ``tap`` (an index range of at most two days), so the cost no
     longer grows with the length of the period.
     """
-    since, until = as_utc(since), as_utc(until)
-    if since is not None and until is not None and until <= since:
-        return 0
-    first_day: date | None = None
-    head = 0
-    if since is not None:
-        first_day = since.date()
-        if since != _midnight(first_day):
-            first_day += timedelta(days=1)
-            head_end = _midnight(first_day)
-            if until is not None and until <= head_end:
-                return _raw_count(session, since, until)  # within one day
-            head = _raw_count(session, since, head_end)
-    end_day: date | None = None
-    tail = 0
-    if until is not None:
-        end_day = until.date()
-        if until != _midnight(end_day):
-            tail = _raw_count(session, _midnight(end_day), until)
-    if first_day is not None and end_day is not None and end_day < first_day:
-        end_day = first_day
-    return head + _daily_sum(session, first_day=first_day, end_day=end_day) + tail
+    split = split_days(since, until)
+    total = 0
+    for start, end in split.edges:
+        total += int(
+            session.execute(
+                sa.select(sa.func.count())
+                .select_from(Tap)
+                .where(*_period(col(Tap.received_at), start, end))
+            ).scalar_one()
+        )
+    if split.days:
+        total += int(
+            session.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(col(TapDailyCount.taps)), 0)).where(
+                    *_day_range(col(TapDailyCount.day), split)
+                )
+            ).scalar_one()
+        )
+    return total
+
+
+def payouts_by_state(
+    session: Session, *, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, tuple[int, int]]:
+    """``{state: (payouts, amount_msat)}`` of the payouts created in ``[since, until)``.
+
+    Whole UTC days from ``payout_daily`` (a few rows per day), the partial days at either end
+    from ``payout`` (an index range under a day each)."""
+    split = split_days(since, until)
+    counts: dict[str, tuple[int, int]] = {}
+
+    def add(rows: Any) -> None:
+        for state, n, msat in rows:
+            before = counts.get(str(state), (0, 0))
+            counts[str(state)] = (before[0] + int(n), before[1] + int(msat))
+
+    for start, end in split.edges:
+        add(session.execute(
+            sa.select(col(Payout.state), sa.func.count(),
+                      sa.func.coalesce(sa.func.sum(col(Payout.amount_msat)), 0))
+            .where(*_period(col(Payout.created), start, end))
+            .group_by(col(Payout.state))
+        ).all())
+    if split.days:
+        add(session.execute(
+            sa.select(col(PayoutDaily.state), sa.func.sum(col(PayoutDaily.payouts)),
+                      sa.func.sum(col(PayoutDaily.amount_msat)))
+            .where(*_day_range(col(PayoutDaily.day), split))
+            .group_by(col(PayoutDaily.state))
+        ).all())
+    return {state: n_msat for state, n_msat in counts.items() if n_msat[0]}
 
 
 def _period(column: Any, since: datetime | None, until: datetime | None) -> list[Any]:
@@ -107,16 +167,7 @@ def dashboard_stats(
 ) -> Stats:
     """``taps_today`` counts from midnight in ``zone`` (the operator's day)."""
     now = now or utcnow()
-    by_state = session.execute(
-        sa.select(
-            col(Payout.state),
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(col(Payout.amount_msat)), 0),
-        )
-        .where(*_period(col(Payout.created), since, until))
-        .group_by(col(Payout.state))
-    ).all()
-    counts = {state: (int(n), int(msat)) for state, n, msat in by_state}
+    counts = payouts_by_state(session, since=since, until=until)
 
     def count(states: tuple[PayoutState, ...]) -> int:
         return sum(counts.get(s.value, (0, 0))[0] for s in states)
@@ -152,104 +203,67 @@ def dashboard_stats(
     )
 
 
-#: Up to this many days, the volume chart sums each day as an index range (see below).
-RANGED_DAYS = 120
-
-
 def payout_volume_per_day(
     session: Session, *, since: datetime | None = None, until: datetime | None = None
 ) -> list[tuple[str, int, int]]:
-    """``(YYYY-MM-DD, payouts, completed sats)`` per UTC day, for the dashboard chart.
-
-    Up to :data:`RANGED_DAYS` days, one aggregate per day over an index range of
-    ``ix_payout_created_state_amount``, in one UNION ALL: grouping by a computed day made
-    both databases sort every payout of the period (87 ms for 200,000 on SQLite; the ranges
-    take 22). Longer periods group by the cheapest day expression each database has."""
-    since, until = as_utc(since), as_utc(until)
-    period = _period(col(Payout.created), since, until)
-    # Two scalar subqueries: each is one index probe (min and max in one SELECT scan it all).
-    bounds = session.execute(
-        sa.select(
-            sa.select(sa.func.min(col(Payout.created))).where(*period).scalar_subquery(),
-            sa.select(sa.func.max(col(Payout.created))).where(*period).scalar_subquery(),
+    """``(YYYY-MM-DD, payouts, completed sats)`` per UTC day with payouts, for the dashboard
+    chart: whole days from ``payout_daily``, the partial days at the ends from ``payout``."""
+    split = split_days(since, until)
+    days: dict[date, tuple[int, int]] = {}
+    completed = PayoutState.Completed.value
+    for start, end in split.edges:
+        paid = sa.case((col(Payout.state) == completed, col(Payout.amount_msat)), else_=0)
+        n, msat = session.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(paid), 0))
+            .where(*_period(col(Payout.created), start, end))
+        ).one()
+        if n:
+            days[start.date()] = (int(n), int(msat))
+    if split.days:
+        paid = sa.case(
+            (col(PayoutDaily.state) == completed, col(PayoutDaily.amount_msat)), else_=0
         )
-    ).one()
-    if bounds[0] is None:
-        return []
-    start = since or as_utc(bounds[0])
-    end = until or as_utc(bounds[1]) + timedelta(microseconds=1)
-    assert start is not None and end is not None
-    if (end.date() - start.date()).days >= RANGED_DAYS:
-        return _volume_grouped(session, since, until)
-    completed = sa.case(
-        (col(Payout.state) == PayoutState.Completed.value, col(Payout.amount_msat)), else_=0
-    )
-    days: list[date] = []
-    parts = []
-    day = start.date()
-    while _midnight(day) < end:
-        following = day + timedelta(days=1)
-        lo, hi = max(start, _midnight(day)), min(end, _midnight(following))
-        parts.append(
-            sa.select(
-                sa.literal(len(days)), sa.func.count(), sa.func.coalesce(sa.func.sum(completed), 0)
-            ).where(col(Payout.created) >= lo, col(Payout.created) < hi)
-        )
-        days.append(day)
-        day = following
-    # One statement (UNION ALL of the day ranges): one round trip, one compiled form per
-    # number of days.
-    rows = session.execute(sa.union_all(*parts)).all()
-    return [
-        (days[i].isoformat(), int(n), int(msat) // 1000)
-        for i, n, msat in sorted(rows, key=lambda r: int(r[0]))
-        if n
-    ]
-
-
-def _volume_grouped(
-    session: Session, since: datetime | None, until: datetime | None
-) -> list[tuple[str, int, int]]:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        day: Any = sa.cast(sa.func.timezone("UTC", col(Payout.created)), sa.Date)
-    else:
-        day = sa.func.substr(col(Payout.created), 1, 10)
-    completed = sa.case(
-        (col(Payout.state) == PayoutState.Completed.value, col(Payout.amount_msat)), else_=0
-    )
-    rows = session.execute(
-        sa.select(day.label("day"), sa.func.count(), sa.func.coalesce(sa.func.sum(completed), 0))
-        .where(*_period(col(Payout.created), since, until))
-        .group_by("day")
-        .order_by("day")
-    ).all()
-    return [(str(d), int(n), int(msat) // 1000) for d, n, msat in rows]
+        rows = session.execute(
+            sa.select(col(PayoutDaily.day), sa.func.sum(col(PayoutDaily.payouts)),
+                      sa.func.sum(paid))
+            .where(*_day_range(col(PayoutDaily.day), split))
+            .group_by(col(PayoutDaily.day))
+            .having(sa.func.sum(col(PayoutDaily.payouts)) > 0)
+        ).all()
+        days.update({day: (int(n), int(msat)) for day, n, msat in rows})
+    return [(day.isoformat(), n, msat // 1000) for day, (n, msat) in sorted(days.items())]
 
 
 def taps_per_station(
     session: Session, *, since: datetime | None = None, until: datetime | None = None
 ) -> list[tuple[str, int]]:
-    """``(station name, taps)``, busiest first. For all time the counts come from the
-    ``tap_daily_count`` rollup (a few rows per day) instead of every tap."""
-    if since is None and until is None:
-        total = sa.func.sum(col(TapDailyCount.taps))
-        rows = session.execute(
-            sa.select(col(Station.name), total)
-            .join(TapDailyCount, col(TapDailyCount.station_pk) == col(Station.id))
-            .group_by(col(Station.name))
-            .having(total > 0)
-            .order_by(total.desc(), col(Station.name))
-        ).all()
-        return [(str(name), int(n)) for name, n in rows]
-    rows = session.execute(
-        sa.select(col(Station.name), sa.func.count(col(Tap.id)))
-        .join(Tap, col(Tap.station_pk) == col(Station.id))
-        .where(*_period(col(Tap.received_at), since, until))
-        .group_by(col(Station.name))
-        .order_by(sa.func.count(col(Tap.id)).desc(), col(Station.name))
+    """``(station name, taps)``, busiest first, stations without taps left out. Whole UTC
+    days from the ``tap_daily_count`` rollup, the partial days at the ends from ``tap``."""
+    split = split_days(since, until)
+    per_station: dict[int, int] = {}
+    parts: list[Any] = [
+        sa.select(col(Tap.station_pk), sa.func.count())
+        .where(*_period(col(Tap.received_at), start, end))
+        .group_by(col(Tap.station_pk))
+        for start, end in split.edges
+    ]
+    if split.days:
+        parts.append(
+            sa.select(col(TapDailyCount.station_pk), sa.func.sum(col(TapDailyCount.taps)))
+            .where(*_day_range(col(TapDailyCount.day), split))
+            .group_by(col(TapDailyCount.station_pk))
+        )
+    for part in parts:
+        for station_pk, n in session.execute(part).all():
+            per_station[int(station_pk)] = per_station.get(int(station_pk), 0) + int(n)
+    busy = [pk for pk, n in per_station.items() if n > 0]
+    if not busy:
+        return []
+    names = session.execute(
+        sa.select(col(Station.id), col(Station.name)).where(col(Station.id).in_(busy))
     ).all()
-    return [(str(name), int(n)) for name, n in rows]
+    return sorted(((str(name), per_station[int(pk)]) for pk, name in names),
+                  key=lambda row: (-row[1], row[0]))
 
 
 def top_cards(
@@ -261,21 +275,35 @@ def top_cards(
 ) -> list[tuple[str, str | None, int]]:
     """``(uid, alias, completed sats)`` of the cards that were paid out the most.
 
-    Summed per card from ``ix_payout_card_state_created`` alone, then only the top rows are
-    joined to their cards (joining first made the database visit every payout row)."""
-    total = sa.func.sum(col(Payout.amount_msat)).label("total")
-    ranked = (
-        sa.select(col(Payout.card_pk).label("card_pk"), total)
-        .where(
-            col(Payout.card_pk).is_not(None),
-            col(Payout.state) == PayoutState.Completed.value,
-            *_period(col(Payout.created), since, until),
+    For all time from ``payout_card_total`` (one row per card and state). For a period,
+    summed per card from ``ix_payout_card_state_created`` alone, then only the top rows are
+    joined to their cards (joining first made the database visit every payout row); a
+    per-day card rollup would not be smaller than that index on a tracker with many cards."""
+    completed = PayoutState.Completed.value
+    ranked: Any
+    if since is None and until is None:
+        ranked = (
+            sa.select(col(PayoutCardTotal.card_pk).label("card_pk"),
+                      col(PayoutCardTotal.amount_msat).label("total"))
+            .where(col(PayoutCardTotal.state) == completed, col(PayoutCardTotal.payouts) > 0)
+            .order_by(col(PayoutCardTotal.amount_msat).desc())
+            .limit(limit)
+            .subquery()
         )
-        .group_by(col(Payout.card_pk))
-        .order_by(total.desc())
-        .limit(limit)
-        .subquery()
-    )
+    else:
+        total = sa.func.sum(col(Payout.amount_msat)).label("total")
+        ranked = (
+            sa.select(col(Payout.card_pk).label("card_pk"), total)
+            .where(
+                col(Payout.card_pk).is_not(None),
+                col(Payout.state) == completed,
+                *_period(col(Payout.created), since, until),
+            )
+            .group_by(col(Payout.card_pk))
+            .order_by(total.desc())
+            .limit(limit)
+            .subquery()
+        )
     rows = session.execute(
         sa.select(col(Card.uid), col(Card.alias), ranked.c.total)
         .join(ranked, ranked.c.card_pk == col(Card.id))
