@@ -12,10 +12,8 @@ reads it off the dashboard, the card page and the payout page.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,8 +22,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from browser_kit import CHROMIUM, CHROMIUM_ARGS, PASSWORD, require_browser
 from charge_world import REPO, STATION_NAME, claims, wait_for
-from components import require
 from station_rig import vpcd_reader_name
 from tracker_live import SECRET_KEY, LiveTracker
 
@@ -35,11 +33,7 @@ from tests.charge_rig import API_KEY, UID, ChargeRig, charge_rig
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-quic"]
-OPERATOR, PASSWORD = "alice", "correct horse battery"
+OPERATOR = "alice"
 WEBHOOK_SECRET = "e2e-webhook-secret-" + "w" * 16
 AMOUNT_SATS = 2100
 SATS_SHOWN = "2\u202f100"  # how the pages format 2100 sats
@@ -48,10 +42,7 @@ UID_HEX = UID.hex().upper()
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    require("browser", Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is not None,
-            f"{CHROMIUM} not installed (apt install chromium)")
-    require("browser", importlib.util.find_spec("playwright") is not None,
-            "python package playwright missing")
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -11,8 +11,6 @@ Screenshots of the phone layout go to /tmp/pos-390-{entry,pin,paid}.png for a hu
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,24 +18,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from components import require
+from browser_kit import CHROMIUM, CHROMIUM_ARGS, PHONE, WIDE, require_browser
 
 from tests.charge_rig import UID, charge_rig
 from tests.pos_station import PosStation, pos_station
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1400, "height": 900}
+DESKTOP = WIDE
 PIN = "4821"
 TOKEN = "pos-token-for-the-browser-test"
 SCREENSHOT = "/tmp/pos-390-paid.png"
@@ -47,10 +33,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    require("browser", Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is not None,
-            f"{CHROMIUM} not installed (apt install chromium)")
-    require("browser", importlib.util.find_spec("playwright") is not None,
-            "python package playwright missing")
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
