@@ -14,39 +14,16 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from tracker_testlib import OperatorClient, make_tap
+from test_pages import Station, station_api  # the JSON-API station and its fixture, re-used
+from tracker_testlib import OperatorClient
 
 HTML = {"accept": "text/html"}
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
+__all__ = ["station_api"]  # the fixture, re-used
+
 CARD_A = "04A1B2C3D4E5F6"  # shown as 04A1…E5F6
 CARD_B = "04112233445566"  # shown as 0411…5566
-
-
-class Station:
-    def __init__(self, client: TestClient, token: str) -> None:
-        self.client = client
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def tap(self, uid: str, counter: int, **kw: Any) -> dict[str, Any]:
-        answer = self.client.post(
-            "/api/v1/taps", json=make_tap(uid, counter, **kw), headers=self.headers
-        )
-        assert answer.status_code in (200, 201), answer.text
-        return answer.json()["tap"]  # type: ignore[no-any-return]
-
-    def payout(self, uid: str, counter: int, sats: int, state: str = "Completed") -> int:
-        self.tap(uid, counter)
-        body = {"tap_idempotency_key": f"{uid}:{counter}", "amount_msat": sats * 1000,
-                "state": state}
-        answer = self.client.post("/api/v1/payouts", json=body, headers=self.headers)
-        assert answer.status_code == 201, answer.text
-        return int(answer.json()["payout"]["id"])
-
-
-@pytest.fixture
-def station_api(admin_client: OperatorClient, station_token: str) -> Station:
-    return Station(admin_client.client, station_token)
 
 
 def _table(page: str, table_class: str) -> str:
@@ -72,8 +49,8 @@ def test_every_list_names_a_card_by_alias_else_short_uid_with_the_full_uid_at_ha
     admin_client: OperatorClient, station_api: Station
 ) -> None:
     c = admin_client.client
-    station_api.payout(CARD_A, 1, 1000)
-    station_api.payout(CARD_B, 1, 2000)
+    station_api.payout(CARD_A, 1, 1000, "Completed")
+    station_api.payout(CARD_B, 1, 2000, "Completed")
     csrf = {"csrf_token": admin_client.csrf}
     assert c.post(f"/cards/{CARD_B}/alias", data={"alias": "Bob's card", **csrf}).status_code == 200
 
@@ -119,7 +96,7 @@ def test_an_unverified_tap_never_wears_the_cards_alias(
 def test_copy_buttons_need_no_inline_script(
     admin_client: OperatorClient, station_api: Station
 ) -> None:
-    station_api.payout(CARD_A, 1, 1000)
+    station_api.payout(CARD_A, 1, 1000, "Completed")
     page = admin_client.client.get("/payouts", headers=HTML)
     assert '<script src="/static/copy.js" defer></script>' in page.text
     assert "onclick" not in page.text and "<script>" not in page.text
@@ -158,7 +135,7 @@ def test_a_filter_that_hides_every_row_says_so_and_offers_the_way_out(
     admin_client: OperatorClient, station_api: Station
 ) -> None:
     c = admin_client.client
-    station_api.payout(CARD_A, 1, 1000)
+    station_api.payout(CARD_A, 1, 1000, "Completed")
     page = c.get("/payouts?min_sats=5000&sort=amount&dir=asc", headers=HTML).text
     assert "No payouts match these filters" in page
     assert "No payouts yet." not in page
@@ -209,7 +186,7 @@ def test_payouts_sort_by_amount_both_ways_through_every_page(
     c = admin_client.client
     posted = {}
     for counter, sats in enumerate([700, 50, 2500, 700, 1000, 50, 9000], start=1):
-        posted[station_api.payout(CARD_A, counter, sats)] = sats
+        posted[int(station_api.payout(CARD_A, counter, sats, "Completed")["id"])] = sats
     ascending = sorted(posted, key=lambda pid: (posted[pid], pid))
 
     items = _walk(c, "/api/v1/payouts", sort="amount", dir="asc")
@@ -246,7 +223,7 @@ def test_headers_link_to_the_sorted_list_keeping_filters_and_show_the_order(
 ) -> None:
     c = admin_client.client
     for counter, sats in enumerate([300, 100, 200], start=1):
-        station_api.payout(CARD_A, counter, sats)
+        station_api.payout(CARD_A, counter, sats, "Completed")
     page = c.get("/payouts?station=till-1&min_sats=1", headers=HTML).text
     # Newest first by default: the time header carries the arrow.
     assert re.search(r'aria-sort="descending"><a class="sort current"[^>]*data-sort="time"', page)
