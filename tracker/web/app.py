@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import uuid
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,11 +29,12 @@ from tracker.db import Database, DatabaseBusy, check_schema_current, is_busy, ma
 from tracker.issuers.secrets import SecretBox
 from tracker.services.taps import TapRecorder
 from tracker.settings import TrackerSettings
-from tracker.web import apidocs, background
+from tracker.web import answers, apidocs, background
 from tracker.web.deps import check_request_text
 from tracker.web.limits import RequestGate
 from tracker.web.routes import api, metrics, pages, webhooks
 from tracker.web.routes.pages.errors import error_page, validation_message, wants_html
+from tracker.web.tap_lane import TapLane
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ def create_app(settings: TrackerSettings, *, engine: Engine | None = None) -> Fa
     _install_error_handlers(app)
     if settings.live_updates:
         events.install(app)
+    app.add_middleware(TapLane, fastapi_app=app)  # inside the gate: token and limit first
     app.add_middleware(RequestGate, fastapi_app=app)
     metrics.install(app)  # outermost: its latencies include the gate's work
     return app
@@ -120,16 +121,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        ref = uuid.uuid4().hex[:12]
-        log.exception("unhandled error %s on %s %s", ref, request.method, request.url.path)
+        ref, body = answers.internal_error(request.method, request.url.path)
         if _is_api(request) or page_handler is None:
-            body = {
-                "detail": {
-                    "reason": "internal_error",
-                    "message": "the tracker hit an unexpected error; the log has details",
-                    "ref": ref,
-                }
-            }
             if _is_api(request):
                 return JSONResponse(body, status_code=500)
             return PlainTextResponse(
@@ -144,16 +137,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         if not is_busy(exc):
             return await unexpected(request, exc)
         log.warning("database busy on %s %s: answered 503", request.method, request.url.path)
-        headers = {"Retry-After": str(DatabaseBusy.retry_after_s)}
+        status, body, headers = answers.busy()
         if not _is_api(request) and wants_html(request):
-            page = error_page(request, 503, "The database is busy; try again in a moment.")
+            page = error_page(request, status, "The database is busy; try again in a moment.")
             page.headers.update(headers)
             return page
-        return JSONResponse(
-            {"detail": {"reason": "database_busy", "message": str(DatabaseBusy())}},
-            status_code=503,
-            headers=headers,
-        )
+        return JSONResponse(body, status_code=status, headers=headers)
 
     for busy_type in (DatabaseBusy, sqlite3.OperationalError, OperationalError):
         app.add_exception_handler(busy_type, busy_or_unexpected)

@@ -12,16 +12,16 @@ Ingest answers:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlmodel import SQLModel
 
 from tracker.db import SessionDep
-from tracker.models import Page, TapCreate, TapPublic
+from tracker.models import Page, StationPublic, TapCreate, TapPublic
 from tracker.services import taps as tap_service
+from tracker.services.taps import TapRecorder
+from tracker.web import answers
 from tracker.web.deps import ListDep, ViewerDep, one_page, station_of, tap_recorder
 from tracker.web.routes.api.exports import add_export_routes
 
@@ -47,13 +47,29 @@ class TapAnswer(SQLModel):
 )
 async def post_tap(body: TapCreate, request: Request) -> Response:
     """Store a tap reported by a station. Idempotent per station on ``idempotency_key``
-    (``"<UID>:<counter>"`` for accepted taps, ``"<station>:<uuid4>"`` for refused ones)."""
-    station = await station_of(request)
-    with _tap_errors():
-        tap, created = await tap_recorder(request).record_async(
-            body, station_name=station.name, station_id=station.id
+    (``"<UID>:<counter>"`` for accepted taps, ``"<station>:<uuid4>"`` for refused ones).
+
+    In the app, well-formed reports are answered by :mod:`tracker.web.tap_lane` before
+    routing, with the same :func:`tap_answer`; this route answers the rest."""
+    return await tap_answer(tap_recorder(request), await station_of(request), body)
+
+
+async def tap_answer(recorder: TapRecorder, station: StationPublic, tap: TapCreate) -> Response:
+    """Record ``tap`` for ``station``: 201 stored, 200 a retry of a stored tap, 409 a replay
+    (or lost race, or another station's key), 403 a blocked card. Busy and unexpected errors
+    propagate (503 / 500 by the app's handlers)."""
+    try:
+        stored, created = await recorder.record_async(
+            tap, station_name=station.name, station_id=station.id
         )
-    answer = TapAnswer(tap=tap, created=created)
+    except tap_service.CounterConflict as exc:
+        detail: dict[str, Any] = {
+            "reason": "counter_not_increasing", "last_counter": exc.last_counter
+        }
+        return _json(status.HTTP_409_CONFLICT, {"detail": detail})
+    except tap_service.CardBlocked:
+        return _json(status.HTTP_403_FORBIDDEN, {"detail": {"reason": "card_blocked"}})
+    answer = TapAnswer(tap=stored, created=created)
     return Response(
         content=answer.model_dump_json(),
         media_type="application/json",
@@ -61,20 +77,8 @@ async def post_tap(body: TapCreate, request: Request) -> Response:
     )
 
 
-@contextlib.contextmanager
-def _tap_errors() -> Iterator[None]:
-    """The recorder's refusals as HTTP answers (409, 403)."""
-    try:
-        yield
-    except tap_service.CounterConflict as exc:
-        raise HTTPException(
-            status_code=status.HTTP_409_CONFLICT,
-            detail={"reason": "counter_not_increasing", "last_counter": exc.last_counter},
-        ) from None
-    except tap_service.CardBlocked:
-        raise HTTPException(
-            status_code=status.HTTP_403_FORBIDDEN, detail={"reason": "card_blocked"}
-        ) from None
+def _json(code: int, body: dict[str, Any]) -> Response:
+    return Response(answers.json_bytes(body), status_code=code, media_type="application/json")
 
 
 @router.get("/taps", response_model=Page[TapPublic], summary="Taps, filtered")
