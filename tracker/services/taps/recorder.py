@@ -140,9 +140,10 @@ class TapRecorder:
 
         PostgreSQL waits on the network: the common case is awaited on an async connection
         (no thread hop). SQLite writes are serialised anyway and take well under a
-        millisecond: the common case runs on the loop when it need not wait for anything
-        (``SqliteFastPath.store_now``), which saves a thread hop and its GIL hand-offs per
-        tap. Anything else runs in a worker thread."""
+        millisecond: the common case runs on the loop when it need not wait for anything,
+        with the other taps of the same turn of the loop in one transaction
+        (``SqliteFastPath.store_soon``), which saves a thread hop and its GIL hand-offs per
+        tap, and most of a commit. Anything else runs in a worker thread."""
         if self._sqlite is not None:
             # SQLite: on the loop when the write lock is free this instant (no thread hop:
             # the write takes well under a millisecond); else in a worker thread, as the lock
@@ -152,7 +153,7 @@ class TapRecorder:
                 self.database, station_id=station_id
             ):
                 now = utcnow()
-                stored = self._sqlite.store_now(station_id=station_id, tap=tap, now=now)
+                stored = await self._sqlite.store_soon(station_id=station_id, tap=tap, now=now)
                 if stored:
                     return self._answer(tap, stored, station_name=station_name, now=now), True
 
