@@ -8,7 +8,7 @@ a station without the tracker installed never loads it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pydantic import ValidationError
 from sqlalchemy import text
@@ -36,9 +36,13 @@ class DirectUplink:
     def __init__(self, database_url: str, station_name: str) -> None:
         self.station_name = station_name
         self._engine = tracker_db.make_engine(database_url)
-        self._session_factory = tracker_db.make_sessionmaker(self._engine)
+        database = tracker_db.Database(self._engine)
+        self._session_factory = database.sessions
+        # The tracker's one way to record taps (its short path, its set-based batches).
+        self._recorder = taps.TapRecorder(database)
 
     def close(self) -> None:
+        self._recorder.close()
         self._engine.dispose()
 
     def send(self, record: Record) -> Delivery:
@@ -49,33 +53,62 @@ class DirectUplink:
         except ValidationError as exc:  # what the API answers 422: the record is dead
             return Delivery(REJECTED, detail=_reasons(exc), status=422)
         try:
-            with self._session_factory() as session:
-                _public, created = taps.record_tap(
-                    session, station_name=self.station_name, tap=tap
-                )
-                return Delivery(DELIVERED, created=bool(created))
-        except taps.CounterConflict as exc:
-            return Delivery(CONFLICT, last_counter=exc.last_counter,
-                            detail="counter_not_increasing")
-        except taps.CardBlocked:
-            return Delivery(BLOCKED, detail="card_blocked")
+            _public, created = self._recorder.record(tap, station_name=self.station_name)
+            return Delivery(DELIVERED, created=bool(created))
+        except taps.TapRefused as refusal:
+            return _refused(refusal)
         except OperationalError as exc:
             raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
         except tracker_db.DatabaseBusy:
             raise UplinkUnavailable("the tracker database is busy (write lock held)") from None
 
     def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
-        """Taps one by one through the same services (no request to save here); stops at the
-        first one the database cannot take, so the ones before it are settled."""
+        """The taps in order through :meth:`TapRecorder.record_many` (runs of the common case
+        stored set-based, one transaction a run); a record the API would refuse (422) is dead
+        on its own. Stops at the first tap the database cannot take, so the ones before it
+        are settled; raises :class:`UplinkUnavailable` when not even the first one was."""
         done: list[Delivery] = []
-        for record in records:
-            try:
-                done.append(self.send(record))
-            except UplinkUnavailable:
-                if not done:
-                    raise
-                break
+        try:
+            station_id = self._station_id()
+            run: list[TapCreate] = []
+            for record in records:
+                try:
+                    run.append(TapCreate(**record.to_body()))
+                    continue
+                except ValidationError as exc:
+                    dead = Delivery(REJECTED, detail=_reasons(exc), status=422)
+                for delivery in self._record_run(run, station_id):
+                    done.append(delivery)
+                run = []
+                done.append(dead)
+            for delivery in self._record_run(run, station_id):
+                done.append(delivery)
+        except (OperationalError, tracker_db.DatabaseBusy) as exc:
+            if done:
+                return done  # settled so far; the forwarder sends the rest later
+            if isinstance(exc, OperationalError):
+                raise UplinkUnavailable(
+                    f"tracker database unavailable: {exc.orig!s}"[:200]) from None
+            raise UplinkUnavailable("the tracker database is busy (write lock held)") from None
         return done
+
+    def _record_run(self, run: list[TapCreate], station_id: int) -> Iterator[Delivery]:
+        """Each tap's delivery as its run commits (a database error ends the iteration)."""
+        if not run:
+            return
+        for answer in self._recorder.record_many(
+            run, station_name=self.station_name, station_id=station_id
+        ):
+            if isinstance(answer, taps.TapRefused):
+                yield _refused(answer)
+            else:
+                yield Delivery(DELIVERED, created=bool(answer[1]))
+
+    def _station_id(self) -> int:
+        with self._session_factory() as session:
+            station_id = stations.get_or_create_station_id(session, name=self.station_name)
+            session.commit()
+        return station_id
 
     def _send_claim(self, record: ClaimRecord) -> Delivery:
         try:
@@ -124,6 +157,13 @@ class DirectUplink:
             return CardStatus("unknown", None)
         status = getattr(row[0], "value", row[0])
         return CardStatus(str(status), None if row[1] is None else int(row[1]))
+
+
+def _refused(refusal: taps.TapRefused) -> Delivery:
+    if isinstance(refusal, taps.CardBlocked):
+        return Delivery(BLOCKED, detail="card_blocked")
+    last = refusal.last_counter if isinstance(refusal, taps.CounterConflict) else None
+    return Delivery(CONFLICT, last_counter=last, detail="counter_not_increasing")
 
 
 def _reasons(exc: ValidationError) -> str:
