@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
-from tracker_testlib import count_rows, make_station, make_tap
+from tracker_testlib import (
+    block_and_set_back,
+    count_rows,
+    make_station,
+    make_tap,
+    twin_neutral,
+    twin_uid,
+)
 
 from tracker import migrations
 from tracker.db import Database, make_engine
@@ -27,11 +34,8 @@ from tracker.models import TapCreate
 from tracker.services.taps import CardBlocked, CounterConflict, TapRecorder
 from tracker.services.taps import fast as fast_module
 
-CARDS = "XNYWRZ"
-
-
-def uid_of(world: int, card: str) -> str:
-    return f"04{world:02X}{ord(card):02X}00000000{world:02X}"
+uid_of = twin_uid
+neutral = twin_neutral
 
 
 def tap(world: int, card: str, counter: int, **kw: Any) -> TapCreate:
@@ -98,18 +102,7 @@ def prepare(recorder: TapRecorder, engine: Engine, ids: dict[str, int], world: i
     for who, report in ((me, tap(world, "X", 1)), (other, tap(world, "Y", 3)),
                         (me, tap(world, "W", 1)), (me, tap(world, "R", 5))):
         assert record(recorder, ids, who, report)[1] is True
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE card SET status = 'blocked' WHERE uid = :u"),
-                     {"u": uid_of(world, "W")})
-        conn.execute(sa.text("UPDATE card SET last_counter = 2 WHERE uid = :u"),
-                     {"u": uid_of(world, "R")})
-
-
-def neutral(world: int, value: Any) -> str:
-    text = str(value)
-    for card in CARDS:
-        text = text.replace(uid_of(world, card), card)
-    return text
+    block_and_set_back(engine, world)
 
 
 def shape(world: int, answer: Any) -> Any:

@@ -19,7 +19,18 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from tracker_testlib import StationCredentials, count_rows, make_station, make_tap
+from tracker_testlib import (
+    TWIN_CARDS as CARDS,
+)
+from tracker_testlib import (
+    StationCredentials,
+    block_and_set_back,
+    count_rows,
+    make_station,
+    make_tap,
+    twin_neutral,
+    twin_uid,
+)
 
 from tracker.db import Database, make_engine
 from tracker.models import TapCreate
@@ -27,12 +38,8 @@ from tracker.services.taps import CounterConflict, TapRecorder
 from tracker.settings import TrackerSettings
 from tracker.web.app import create_app
 
-# Card letters; each world gets its own UIDs for them.
-CARDS = "XNYWRZ"
-
-
-def uid_of(world: int, card: str) -> str:
-    return f"04{world:02X}{ord(card):02X}00000000{world:02X}"
+uid_of = twin_uid
+neutral = twin_neutral
 
 
 def tap(world: int, card: str, counter: int, **kw: Any) -> dict[str, Any]:
@@ -78,19 +85,7 @@ def prepare(client: TestClient, engine: Engine, world: int, me: StationCredentia
         (me, tap(world, "R", 5)),
     ):
         assert client.post("/api/v1/taps", json=body, headers=who.headers).status_code == 201
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE card SET status = 'blocked' WHERE uid = :u"),
-                     {"u": uid_of(world, "W")})
-        conn.execute(sa.text("UPDATE card SET last_counter = 2 WHERE uid = :u"),
-                     {"u": uid_of(world, "R")})
-
-
-def neutral(world: int, value: Any) -> Any:
-    """A world's text with its UIDs replaced by the card letters (to compare worlds)."""
-    text = str(value)
-    for card in CARDS:
-        text = text.replace(uid_of(world, card), card)
-    return text
+    block_and_set_back(engine, world)
 
 
 def key_of(engine: Engine, tap_id: int) -> str:

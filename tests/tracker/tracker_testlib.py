@@ -179,3 +179,30 @@ def count_rows(engine: Engine, table: str, where: str = "", **params: Any) -> in
     sql = f"SELECT COUNT(*) FROM {table}" + (f" WHERE {where}" if where else "")
     with engine.connect() as conn:
         return int(conn.execute(sa.text(sql), params).scalar_one())
+
+
+# --- twin worlds: the same cards under other UIDs, to compare two ways of storing taps ----------
+
+#: Card letters; each world gets its own UIDs for them.
+TWIN_CARDS = "XNYWRZ"
+
+
+def twin_uid(world: int, card: str) -> str:
+    return f"04{world:02X}{ord(card):02X}00000000{world:02X}"
+
+
+def twin_neutral(world: int, value: Any) -> str:
+    """A world's text with its UIDs replaced by the card letters (to compare worlds)."""
+    text = str(value)
+    for card in TWIN_CARDS:
+        text = text.replace(twin_uid(world, card), card)
+    return text
+
+
+def block_and_set_back(engine: Engine, world: int) -> None:
+    """An operator blocks card W and sets card R's counter back to 2 (below a stored tap)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE card SET status = 'blocked' WHERE uid = :u"),
+                     {"u": twin_uid(world, "W")})
+        conn.execute(sa.text("UPDATE card SET last_counter = 2 WHERE uid = :u"),
+                     {"u": twin_uid(world, "R")})
