@@ -74,7 +74,7 @@ def test_a_heartbeat_is_stored_and_replaces_the_previous_one(
 def test_offline_after_three_of_the_stations_own_periods(
     engine: Engine, station: StationCredentials, session: Session,
 ) -> None:
-    station_id = station_service.list_stations(session)[0].id
+    station_id = station_service.get_or_create_station_id(session, name=station.name)
     sent = datetime.now(UTC)
     station_health.record_heartbeat(
         session, station_id=station_id, beat=HeartbeatCreate(**beat(period_s=10)), now=sent)

@@ -246,11 +246,5 @@ def touch(
     )
 
 
-def list_stations(session: Session) -> list[StationPublic]:
-    """Every station by name (the stations page sorts through ``station_health.overview``)."""
-    rows = session.exec(select(Station).order_by(col(Station.name))).all()
-    return [to_public(s) for s in rows]
-
-
 def station_names(session: Session) -> list[str]:
     return list(session.exec(select(col(Station.name)).order_by(col(Station.name))).all())
