@@ -57,10 +57,8 @@ class DirectUplink:
             return Delivery(DELIVERED, created=bool(created))
         except taps.TapRefused as refusal:
             return _refused(refusal)
-        except OperationalError as exc:
-            raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
-        except tracker_db.DatabaseBusy:
-            raise UplinkUnavailable("the tracker database is busy (write lock held)") from None
+        except _DATABASE_DOWN as exc:
+            raise _unavailable(exc) from None
 
     def send_batch(self, records: Sequence[TapRecord]) -> list[Delivery]:
         """The taps in order through :meth:`TapRecorder.record_many` (runs of the common case
@@ -83,13 +81,10 @@ class DirectUplink:
                 done.append(dead)
             for delivery in self._record_run(run, station_id):
                 done.append(delivery)
-        except (OperationalError, tracker_db.DatabaseBusy) as exc:
+        except _DATABASE_DOWN as exc:
             if done:
                 return done  # settled so far; the forwarder sends the rest later
-            if isinstance(exc, OperationalError):
-                raise UplinkUnavailable(
-                    f"tracker database unavailable: {exc.orig!s}"[:200]) from None
-            raise UplinkUnavailable("the tracker database is busy (write lock held)") from None
+            raise _unavailable(exc) from None
         return done
 
     def _record_run(self, run: list[TapCreate], station_id: int) -> Iterator[Delivery]:
@@ -123,10 +118,8 @@ class DirectUplink:
                 return Delivery(DELIVERED, created=bool(created))
         except claims.ClaimRejected as exc:
             return Delivery(REJECTED, detail=f"{exc.field}: {exc}"[:300], status=422)
-        except OperationalError as exc:
-            raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
-        except tracker_db.DatabaseBusy:
-            raise UplinkUnavailable("the tracker database is busy (write lock held)") from None
+        except _DATABASE_DOWN as exc:
+            raise _unavailable(exc) from None
 
     def send_heartbeat(self, beat: Heartbeat) -> None:
         """Store the heartbeat through the tracker's own service (same checks as the API)."""
@@ -139,10 +132,8 @@ class DirectUplink:
             with self._session_factory() as session:
                 station_id = stations.get_or_create_station_id(session, name=self.station_name)
                 station_health.record_heartbeat(session, station_id=station_id, beat=body)
-        except OperationalError as exc:
-            raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
-        except tracker_db.DatabaseBusy:
-            raise UplinkUnavailable("the tracker database is busy (write lock held)") from None
+        except _DATABASE_DOWN as exc:
+            raise _unavailable(exc) from None
 
     def card_status(self, uid: str) -> CardStatus:
         try:
@@ -152,11 +143,21 @@ class DirectUplink:
                     {"uid": uid.upper()},
                 ).fetchone()
         except OperationalError as exc:
-            raise UplinkUnavailable(f"tracker database unavailable: {exc.orig!s}"[:200]) from None
+            raise _unavailable(exc) from None
         if row is None:
             return CardStatus("unknown", None)
         status = getattr(row[0], "value", row[0])
         return CardStatus(str(status), None if row[1] is None else int(row[1]))
+
+
+#: What the tracker's database raises when it cannot take a write now (retry later).
+_DATABASE_DOWN = (OperationalError, tracker_db.DatabaseBusy)
+
+
+def _unavailable(exc: Exception) -> UplinkUnavailable:
+    if isinstance(exc, tracker_db.DatabaseBusy):
+        return UplinkUnavailable("the tracker database is busy (write lock held)")
+    return UplinkUnavailable(f"tracker database unavailable: {getattr(exc, 'orig', exc)!s}"[:200])
 
 
 def _refused(refusal: taps.TapRefused) -> Delivery:

@@ -7,7 +7,6 @@ thing for the same failure, so both take their bodies and headers from here.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any
@@ -36,10 +35,3 @@ def internal_error(method: str, path: str) -> tuple[str, dict[str, Any]]:
         }
     }
     return ref, body
-
-
-def json_bytes(body: Any) -> bytes:
-    """The JSON encoding Starlette's ``JSONResponse`` uses (compact, UTF-8)."""
-    return json.dumps(
-        body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")

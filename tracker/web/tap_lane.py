@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracker.db import is_busy
@@ -77,7 +77,7 @@ class TapLane:
         try:
             body = await _read_body(receive)
         except BodyTooLarge as exc:
-            await _send_json(scope, receive, send, exc.status_code, {"detail": exc.detail})
+            await JSONResponse({"detail": exc.detail}, exc.status_code)(scope, receive, send)
             return
         try:
             tap = TapCreate.model_validate_json(body)
@@ -99,10 +99,10 @@ class TapLane:
         if is_busy(exc):
             log.warning("database busy on POST %s: answered 503", PATH)
             status, body, headers = answers.busy()
-            await _send_json(scope, receive, send, status, body, headers)
+            await JSONResponse(body, status, headers)(scope, receive, send)
             return
         _, body = answers.internal_error("POST", PATH)  # logs exc: it is being handled
-        await _send_json(scope, receive, send, 500, body)
+        await JSONResponse(body, 500)(scope, receive, send)
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -129,19 +129,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return again
-
-
-async def _send_json(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    status: int,
-    body: Any,
-    headers: dict[str, str] | None = None,
-) -> None:
-    response = Response(
-        answers.json_bytes(body), status_code=status, headers=headers,
-        media_type="application/json",
-    )
-    await response(scope, receive, send)
-

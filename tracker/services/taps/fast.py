@@ -201,11 +201,11 @@ class SqliteFastPath:
     """The compare-and-set and the insert on a raw ``sqlite3`` connection.
 
     :meth:`store` runs in a worker thread under the write lock (it may wait for it).
-    :meth:`store_soon` is for the event loop: it never waits for the lock - it takes the write
-    lock only if it is free this instant and runs on a connection of its own whose busy
-    timeout is 0, so a lock held elsewhere (another process, a backup) answers at once and the
-    caller goes to the thread. That saves the thread hop and its GIL hand-offs for nearly every
-    tap.
+    :meth:`store_soon` is for the event loop, which it never blocks: it takes the write lock
+    only when it is free at that instant (looking again every :data:`GROUP_RETRY_S` for at
+    most :data:`GROUP_WAIT_S`) and runs on a connection of its own whose busy timeout is 0, so
+    a lock held elsewhere for longer (another process, a backup) sends the caller to the
+    thread. That saves the thread hop and its GIL hand-offs for nearly every tap.
 
     Group commit: the taps that reach :meth:`store_soon` in the same turn of the event loop
     (the requests that arrived together) are stored in one transaction, in arrival order,

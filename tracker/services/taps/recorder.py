@@ -145,10 +145,11 @@ class TapRecorder:
         (``SqliteFastPath.store_soon``), which saves a thread hop and its GIL hand-offs per
         tap, and most of a commit. Anything else runs in a worker thread."""
         if self._sqlite is not None:
-            # SQLite: on the loop when the write lock is free this instant (no thread hop:
-            # the write takes well under a millisecond); else in a worker thread, as the lock
-            # may be held elsewhere for a while (DatabaseBusy after the busy timeout) and the
-            # loop must keep serving. Touching the station, when due, goes to the thread too.
+            # SQLite: on the loop in a group commit while the write lock can be had within a
+            # few milliseconds (no thread hop: the write takes well under a millisecond); else
+            # in a worker thread, as the lock may be held elsewhere for a while (DatabaseBusy
+            # after the busy timeout) and the loop must keep serving. Touching the station,
+            # when due, goes to the thread too.
             if _common_case(tap) and not station_service.touch_due(
                 self.database, station_id=station_id
             ):

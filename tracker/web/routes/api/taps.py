@@ -12,16 +12,16 @@ Ingest answers:
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from sqlmodel import SQLModel
 
 from tracker.db import SessionDep
 from tracker.models import Page, StationPublic, TapCreate, TapPublic
 from tracker.services import taps as tap_service
 from tracker.services.taps import TapRecorder
-from tracker.web import answers
 from tracker.web.deps import ListDep, ViewerDep, one_page, station_of, tap_recorder
 from tracker.web.routes.api.exports import add_export_routes
 
@@ -63,22 +63,18 @@ async def tap_answer(recorder: TapRecorder, station: StationPublic, tap: TapCrea
             tap, station_name=station.name, station_id=station.id
         )
     except tap_service.CounterConflict as exc:
-        detail: dict[str, Any] = {
-            "reason": "counter_not_increasing", "last_counter": exc.last_counter
-        }
-        return _json(status.HTTP_409_CONFLICT, {"detail": detail})
+        detail = {"reason": "counter_not_increasing", "last_counter": exc.last_counter}
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_409_CONFLICT)
     except tap_service.CardBlocked:
-        return _json(status.HTTP_403_FORBIDDEN, {"detail": {"reason": "card_blocked"}})
+        return JSONResponse(
+            {"detail": {"reason": "card_blocked"}}, status_code=status.HTTP_403_FORBIDDEN
+        )
     answer = TapAnswer(tap=stored, created=created)
     return Response(
         content=answer.model_dump_json(),
         media_type="application/json",
         status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
     )
-
-
-def _json(code: int, body: dict[str, Any]) -> Response:
-    return Response(answers.json_bytes(body), status_code=code, media_type="application/json")
 
 
 @router.get("/taps", response_model=Page[TapPublic], summary="Taps, filtered")
