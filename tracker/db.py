@@ -305,6 +305,25 @@ def write_lock(session: Session) -> contextlib.AbstractContextManager[Any]:
     return database_of(session).write_lock
 
 
+#: The PostgreSQL advisory lock of the transactions that create or move payouts.
+PAYOUT_WRITES_LOCK = 0x5041594F  # "PAYO"
+
+
+@contextlib.contextmanager
+def payout_write_lock(session: Session) -> Iterator[None]:
+    """Hold around a transaction that creates or moves payouts. The payout rollup triggers
+    (migration 0011) lock one rollup row for a payout's old state and one for its new state,
+    so two transactions moving several payouts of one day could take those rows in opposite
+    orders and deadlock on PostgreSQL. Such transactions queue on one transaction-scoped
+    advisory lock there (released at commit or rollback), as every writer already queues on
+    the write lock on SQLite."""
+    with write_lock(session):
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                            {"key": PAYOUT_WRITES_LOCK})
+        yield
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded values after commit (routes render after committing), on a
     new :class:`Database` for ``engine`` (a process should build one and reuse it)."""

@@ -158,3 +158,57 @@ def test_migration_fills_the_rollups_from_existing_payouts(db_url: str) -> None:
         assert stored == _tally(rows)
     finally:
         engine.dispose()
+
+
+def test_two_transactions_moving_payouts_across_the_same_rollup_rows_do_not_deadlock(
+    engine: Engine,
+) -> None:
+    """A reconcile batch and a webhook (or two tracker processes) move payouts of one day in
+    one transaction each. Their rollup triggers lock a (day, state) row for the old state and
+    one for the new: T1 moves p1 AwaitingPayment -> Completed, T2 moves p3 InProgress ->
+    Completed, then T1 moves p2 InProgress -> Cancelled. Unserialised, T2 holds InProgress and
+    waits for Completed while T1 waits for InProgress (PostgreSQL aborts one as a deadlock).
+    Both must commit, and the rollups must equal the payouts."""
+    import threading
+
+    from tracker.db import Database, payout_write_lock
+
+    postgresql = engine.dialect.name == "postgresql"
+    database = Database(engine)
+    payout = _table("payout")
+    with engine.begin() as conn:
+        conn.execute(sa.insert(_table("station")), [{"id": 1, "name": "s", "created": T0}])
+        conn.execute(sa.insert(_table("card")), [{"id": 1, "uid": "04CC0000000001",
+                     "status": "active", "first_seen": T0, "last_seen": T0}])
+        conn.execute(sa.insert(payout), [
+            {"id": i, "card_pk": 1, "station_pk": 1, "amount_msat": 1000 * i, "state": state,
+             "created": T0, "updated": T0}
+            for i, state in ((1, "AwaitingPayment"), (2, "InProgress"), (3, "InProgress"))])
+
+    def move(session: Any, pk: int, state: str) -> None:
+        session.execute(sa.update(payout).where(payout.c.id == pk).values(state=state))
+
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with database.sessions() as s2, payout_write_lock(s2):
+                move(s2, 3, "Completed")
+                s2.commit()
+        except BaseException as exc:
+            failures.append(exc)
+
+    other = threading.Thread(target=second)
+    with database.sessions() as s1, payout_write_lock(s1):
+        move(s1, 1, "Completed")
+        other.start()
+        other.join(0.5)  # T2 is now waiting
+        move(s1, 2, "Cancelled")
+        s1.commit()
+    other.join(10)
+    assert not other.is_alive()
+    assert failures == []
+    with engine.connect() as conn:
+        states = dict(conn.execute(sa.text("SELECT id, state FROM payout")).all())
+        assert states == {1: "Completed", 2: "Cancelled", 3: "Completed"}
+        assert _rollups(conn) == _grouped(conn, postgresql)

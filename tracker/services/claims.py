@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from tracker.db import database_of
+from tracker.db import payout_write_lock
 from tracker.events.notify import notify
 from tracker.models import (
     CLAIM_TO_PAYOUT,
@@ -54,9 +54,8 @@ def record_claim(
 ) -> tuple[ClaimPublic, bool]:
     """Store or advance one claim; ``(claim, created)``. Commits; raises :class:`ClaimRejected`
     (nothing stored)."""
-    database = database_of(session)
     for attempt in (1, 2):
-        with database.write_lock:
+        with payout_write_lock(session):  # a claim moves its linked payout
             try:
                 created = _record(session, station_id=station_id, claim=claim)
                 session.commit()

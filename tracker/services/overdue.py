@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from tracker.db import write_lock
+from tracker.db import payout_write_lock
 from tracker.events.notify import notify
 from tracker.models import Claim, Payout, PayoutSource, PayoutState, PayoutStateChange
 from tracker.services.payout_sync import OPEN_CLAIM_STATES
@@ -122,7 +122,7 @@ def settle_overdue(
     if error is not None:
         skip.append(PayoutState.Failed.value)
     while True:
-        with write_lock(session):
+        with payout_write_lock(session):
             rows = session.execute(
                 sa.select(Payout, col(Claim.created))
                 .join(Claim, col(Claim.payout_pk) == col(Payout.id))

@@ -29,7 +29,7 @@ import bolt11
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from tracker.db import write_lock
+from tracker.db import payout_write_lock
 from tracker.events.notify import notify
 from tracker.issuers.btcpay.client import GreenfieldPayout
 from tracker.models import (
@@ -151,7 +151,7 @@ def apply_payouts(
     concurrent second copy of it fails as a whole (``IntegrityError``) and changes nothing.
     ``done_deliveries`` (queued deliveries' row ids) stop being pending in that transaction
     too, so a crash leaves them pending and they are fetched again."""
-    with write_lock(session):
+    with payout_write_lock(session):
         try:
             counts = _apply(session, issuer_id, issuer_host, payouts, source) if payouts else (
                 SyncCounts()

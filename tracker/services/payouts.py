@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from tracker.db import write_lock
+from tracker.db import payout_write_lock
 from tracker.events.notify import notify
 from tracker.models import (
     Card,
@@ -187,7 +187,7 @@ def create_payout(
     reporting station are used. A retried report with the same ``idempotency_key`` from the
     same station returns the stored payout with ``created=False``.
     """
-    with write_lock(session):
+    with payout_write_lock(session):
         return _create_payout(
             session,
             payout=payout,
@@ -308,7 +308,7 @@ def update_payout(
     With ``station_id``, only that station's payouts may be changed (PayoutNotFound
     otherwise, so one station cannot probe another's ids).
     """
-    with write_lock(session):
+    with payout_write_lock(session):
         return _update_payout(session, payout_id=payout_id, update=update, station_id=station_id)
 
 

@@ -122,7 +122,7 @@ async def reconcile_issuer(
     del payouts
 
     def stamp() -> None:
-        with database.sessions() as session:
+        with database.write_lock, database.sessions() as session:
             session.execute(
                 sa.update(Issuer).where(col(Issuer.id) == issuer.id).values(
                     last_reconciled=utcnow())
