@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,22 +31,12 @@ from typing import Any
 import httpx
 
 from bench import latency_row, quick
+from bench._tracker_rig import _cpu_seconds, _free_port
 
 STATIONS = 1000
 CLIENTS = 8
 METRICS_TOKEN = "bench-metrics-" + "m" * 20
 SECRET = "bench-secret-" + "s" * 24
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _prepare(db_url: str) -> tuple[list[str], str]:
@@ -115,9 +104,9 @@ def _tracker_rows(tmp: Path) -> list[dict[str, Any]]:
                 time.sleep(0.1)
         asyncio.run(_post_beats(base, station_tokens, STATIONS))  # warm-up: every station once
         count = 1000 if quick() else 5000
-        cpu0, wall0 = _cpu_s(proc.pid), time.perf_counter()
+        cpu0, wall0 = _cpu_seconds(proc.pid), time.perf_counter()
         statuses = asyncio.run(_post_beats(base, station_tokens, count))
-        wall, cpu = time.perf_counter() - wall0, _cpu_s(proc.pid) - cpu0
+        wall, cpu = time.perf_counter() - wall0, _cpu_seconds(proc.pid) - cpu0
         assert statuses == {200: count}, statuses
         per_beat_ms = cpu / count * 1000
         rows.append({"case": "heartbeat ingest, 8 clients", "value": round(count / wall),
@@ -134,13 +123,13 @@ def _tracker_rows(tmp: Path) -> list[dict[str, Any]]:
             ):
                 samples = []
                 reads = 20 if quick() else 60
-                cpu0 = _cpu_s(proc.pid)
+                cpu0 = _cpu_seconds(proc.pid)
                 for _ in range(reads):
                     started = time.perf_counter()
                     answer = client.get(path, headers={"Authorization": f"Bearer {token}"})
                     samples.append(time.perf_counter() - started)
                     assert answer.status_code == 200, answer.text[:200]
-                cpu_ms = (_cpu_s(proc.pid) - cpu0) / reads * 1000
+                cpu_ms = (_cpu_seconds(proc.pid) - cpu0) / reads * 1000
                 rows.append(latency_row(case, samples, f"serial requests, SQLite; tracker CPU "
                                                        f"{cpu_ms:.1f} ms per request"))
     finally:

@@ -301,10 +301,7 @@ def query_latencies(url: str, sizes: Sizes, now: datetime, backend: str) -> list
         stats_service.dashboard_stats(s, now=now)
 
     def card_page(s: Any) -> None:
-        uid = rnd.choice(uids)
-        card_service.card_detail(s, uid=uid)
-        tap_service.list_taps(s, flt=ListFilter(card=uid), limit=50)
-        payout_service.list_payouts(s, flt=ListFilter(card=uid), limit=50)
+        card_page_of(s, rnd.choice(uids))
 
     def card_page_full(s: Any) -> None:
         """What /cards/{uid} runs for an admin since issue 12: also the 30-day activity

@@ -53,7 +53,6 @@ ACTIONS: dict[str, str] = {
     "issuer.add": "added an issuer",
     "issuer.remove": "removed an issuer",
 }
-ACTOR_KINDS = ("session", "token", "cli", "anonymous")
 EXPORT_FIELDS = (
     "id",
     "at",

@@ -111,8 +111,9 @@ def overview(
 
 
 def find(session: Session, name: str, *, zone: tzinfo = UTC) -> StationOverview | None:
-    """One station's overview by name (None: no such station)."""
-    for item in overview(session, zone=zone):
+    """One station's overview by name (None: no such station), without today's tap count
+    (its callers show the station's state and token, not its taps)."""
+    for item in overview(session, zone=zone, count_taps=False):
         if item.name == name:
             return item
     return None

@@ -297,11 +297,12 @@ def one_page(
     request: Request,
     session: Any,
     *,
-    flt: ListFilter,
+    flt: Any,
     cursor: str | None,
     limit: int | None,
 ) -> Page[T]:
-    """One page from a service's ``list_*`` function; a bad cursor is a 422 on ``cursor``."""
+    """One page from a service's ``list_*`` function (``flt``: its filter, a ``ListFilter`` or
+    the audit log's); a bad cursor is a 422 on ``cursor``."""
     try:
         items, nxt = lister(session, flt=flt, cursor=cursor, limit=page_limit(request, limit))
     except InvalidCursor:

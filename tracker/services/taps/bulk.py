@@ -32,8 +32,9 @@ import psycopg
 
 from tracker.db import Database
 from tracker.events.notify import CHANNEL
-from tracker.models import TapCreate, UTCDateTime
+from tracker.models import TapCreate
 from tracker.services.filters import as_utc
+from tracker.services.taps.fast import INSERT_TAP_SQLITE, utc_stamp
 from tracker.services.taps.plan import CardState, Plan, StoredKey, answers, plan_run
 
 
@@ -220,11 +221,6 @@ _SQLITE_CARD = (
     "INSERT INTO card (uid, card_id, status, first_seen, last_seen)"
     " VALUES (?, ?, 'active', ?, ?)"
 )
-_SQLITE_TAP = (
-    "INSERT INTO tap (card_pk, station_pk, counter, station_time, received_at, outcome,"
-    " reason, issuer_host, idempotency_key, verified)"
-    " VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, 1)"
-)
 _SQLITE_CARD_UPDATE = (
     "UPDATE card SET last_counter = ?, last_seen = ?, card_id = coalesce(card_id, ?)"
     " WHERE id = ?"
@@ -240,8 +236,7 @@ class SqliteBulkPath(BulkPath):
 
     def __init__(self, database: Database) -> None:
         super().__init__(database)
-        processor = UTCDateTime().bind_processor(database.engine.dialect)
-        self._stamp: Callable[[Any], Any] = processor if processor is not None else _same
+        self._stamp = utc_stamp(database)
 
     def _attempt(
         self, taps: Sequence[TapCreate], *, station_id: int, station_name: str, now: datetime
@@ -300,7 +295,7 @@ class SqliteBulkPath(BulkPath):
         for i in plan.inserts:
             tap = taps[i]
             try:
-                cursor.execute(_SQLITE_TAP, (
+                cursor.execute(INSERT_TAP_SQLITE, (
                     pks[tap.card_uid], station_id, tap.counter, stamp(tap.station_time), at,
                     tap.reason, tap.issuer_host, tap.idempotency_key,
                 ))
@@ -316,7 +311,3 @@ class SqliteBulkPath(BulkPath):
 
 def _chunks(items: list[str]) -> list[list[str]]:
     return [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-
-
-def _same(value: Any) -> Any:
-    return value

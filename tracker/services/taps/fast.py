@@ -99,7 +99,7 @@ _NEW_CARD_SQLITE = (
     " VALUES (?, ?, 'active', ?, ?, ?) ON CONFLICT DO NOTHING"
     " RETURNING id, card_id, alias"
 )
-_INSERT_SQLITE = (
+INSERT_TAP_SQLITE = (
     "INSERT INTO tap (card_pk, station_pk, counter, station_time, received_at, outcome,"
     " reason, issuer_host, idempotency_key) VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?)"
 )
@@ -220,10 +220,7 @@ class SqliteFastPath:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        # The exact bind conversion the ORM applies to a ``UTCDateTime`` on this dialect, so
-        # rows written here read back (and sort) like rows written by ``record_tap``.
-        processor = UTCDateTime().bind_processor(database.engine.dialect)
-        self._stamp: Callable[[Any], Any] = processor if processor is not None else _same
+        self._stamp = utc_stamp(database)
         self._own: Any = None  # the event loop's own connection, opened on first use
         self._waiting: list[_Waiting] = []  # taps for the next group commit, in order
         self._scheduled = False  # a _commit_group is due on the loop
@@ -375,7 +372,7 @@ class SqliteFastPath:
             if card is None:
                 return None
         cursor.execute(
-            _INSERT_SQLITE,
+            INSERT_TAP_SQLITE,
             (
                 card[0],
                 station_id,
@@ -402,6 +399,13 @@ class _Waiting(NamedTuple):
     tap: TapCreate
     now: datetime
     answer: asyncio.Future[Stored | Literal[False] | None]
+
+
+def utc_stamp(database: Database) -> Callable[[Any], Any]:
+    """The exact bind conversion the ORM applies to a ``UTCDateTime`` on this dialect, so
+    rows written with raw SQL read back (and sort) like rows written through the ORM."""
+    processor = UTCDateTime().bind_processor(database.engine.dialect)
+    return processor if processor is not None else _same
 
 
 def _same(value: Any) -> Any:

@@ -11,9 +11,8 @@ from fastapi.responses import StreamingResponse
 from tracker.db import SessionDep
 from tracker.models import AuditEventPublic, Page
 from tracker.services import audit
-from tracker.services.filters import InvalidCursor
 from tracker.web.auth import CurrentUser, require_admin
-from tracker.web.deps import Moment, page_limit
+from tracker.web.deps import Moment, one_page
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 AdminDep = Annotated[CurrentUser, Depends(require_admin)]
@@ -56,13 +55,9 @@ def get_audit(
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> Page[AuditEventPublic]:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    try:
-        items, nxt = audit.list_events(
-            session, flt=params.filter, cursor=cursor, limit=page_limit(request, limit)
-        )
-    except InvalidCursor:
-        raise _invalid("cursor", "invalid cursor; omit it to start again") from None
-    return Page(items=items, next_cursor=nxt)
+    return one_page(
+        audit.list_events, request, session, flt=params.filter, cursor=cursor, limit=limit
+    )
 
 
 @router.get("/audit/export.csv", summary="Export the filtered audit log as CSV (admins)")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import HTTPException, Request
 
+from tracker import zones
 from tracker.models import PayoutState, TapOutcome, normalise_uid
 from tracker.models.checks import MAX_SATS, check_moment
 from tracker.services import stations as station_service
@@ -66,7 +67,7 @@ def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo = UTC) -> datetime
         day = date.fromisoformat(text)
         if end_of_day:
             day += timedelta(days=1)
-        return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
+        return zones.day_start(day, zone)
     moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
